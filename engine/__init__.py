@@ -1,0 +1,1 @@
+"""Redub Studio engine: all processing, headless. Never imports Qt."""
