@@ -1,0 +1,209 @@
+"""A decoded video frame as plain numpy data, in the source's own pixel format.
+
+Frames keep the decoder's native planes (e.g. 8-bit or 10-bit Y'CbCr 4:2:0) rather than RGB, so
+pixels nobody edits are written out exactly as they came in: converting a whole frame to RGB and
+back would resample chroma and round every pixel. ``rgb()`` gives an 8-bit RGB view for analysis
+and display; ``with_region()`` writes an edited RGB patch back into the native planes, touching
+only the pixels inside the patch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import av
+import numpy as np
+
+# Packed Y'CbCr layouts are unpacked to their planar twin (lossless) so every plane is a 2-D array.
+_PLANAR_TWIN = {"yuyv422": "yuv422p", "uyvy422": "yuv422p", "yvyu422": "yuv422p",
+                "y210le": "yuv422p10le", "nv21": "nv12", "nv16": "yuv422p", "nv24": "yuv444p",
+                "nv42": "yuv444p", "p210le": "yuv422p10le", "p410le": "yuv444p10le"}
+
+# FFmpeg's numbering (AVColorSpace etc.): 2 means "unspecified".
+UNSPECIFIED = 2
+_BT709, _BT470BG, _RANGE_MPEG, _RANGE_JPEG = 1, 5, 1, 2
+
+
+@dataclass(frozen=True)
+class ColorInfo:
+    """Colour signal description, in FFmpeg's enum numbering (H.273 code points)."""
+
+    primaries: int = UNSPECIFIED
+    transfer: int = UNSPECIFIED
+    matrix: int = UNSPECIFIED
+    range: int = 0  # 0 unspecified, 1 limited ("tv"), 2 full ("pc")
+
+    def effective_matrix(self, height: int) -> int:
+        """Matrix to convert with: players assume BT.709 for untagged HD and BT.601 below it."""
+        if self.matrix not in (UNSPECIFIED, 0, 3):
+            return self.matrix
+        return _BT709 if height >= 720 else _BT470BG
+
+    def effective_range(self, pix_fmt: str) -> int:
+        if self.range in (_RANGE_MPEG, _RANGE_JPEG):
+            return self.range
+        return _RANGE_JPEG if pix_fmt.startswith("yuvj") else _RANGE_MPEG
+
+
+def plane_layout(pix_fmt: str) -> list[tuple[np.dtype, int]]:
+    """(dtype, samples per pixel) of each plane of a planar or packed-RGB/grey format."""
+    fmt = av.VideoFormat(pix_fmt)
+    counts: dict[int, int] = {}
+    bits: dict[int, int] = {}
+    for comp in fmt.components:
+        counts[comp.plane] = counts.get(comp.plane, 0) + 1
+        bits[comp.plane] = max(bits.get(comp.plane, 0), comp.bits)
+    return [(np.dtype(np.uint8 if bits[p] <= 8 else np.uint16), counts[p])
+            for p in sorted(counts)]
+
+
+def native_format(pix_fmt: str) -> str:
+    """The format frames are kept in: the decoder's own, or its lossless planar twin."""
+    if pix_fmt in _PLANAR_TWIN:
+        return _PLANAR_TWIN[pix_fmt]
+    fmt = av.VideoFormat(pix_fmt)
+    if fmt.is_bit_stream or fmt.is_bayer or fmt.has_palette or fmt.is_big_endian:
+        return "rgb48le" if max(c.bits for c in fmt.components) > 8 else "rgb24"
+    if not fmt.is_planar and not fmt.is_rgb and len(fmt.components) > 1:
+        return "yuv444p16le" if max(c.bits for c in fmt.components) > 8 else "yuv444p"
+    return pix_fmt
+
+
+def planes_from_av(frame: av.VideoFrame) -> tuple[np.ndarray, ...]:
+    """Copy an av frame's planes into packed numpy arrays (row padding dropped)."""
+    out = []
+    for plane, (dtype, channels) in zip(frame.planes, plane_layout(frame.format.name)):
+        row = plane.width * channels
+        buf = np.frombuffer(plane, dtype=dtype)
+        arr = buf.reshape(plane.height, plane.line_size // dtype.itemsize)[:, :row]
+        arr = arr.reshape(plane.height, plane.width, channels) if channels > 1 else arr
+        out.append(np.ascontiguousarray(arr))
+    return tuple(out)
+
+
+def av_from_planes(planes: tuple[np.ndarray, ...], pix_fmt: str, width: int,
+                   height: int) -> av.VideoFrame:
+    """Build an av frame from packed numpy planes (row padding added as the encoder expects)."""
+    frame = av.VideoFrame(width, height, pix_fmt)
+    for plane, data in zip(frame.planes, planes):
+        itemsize = data.dtype.itemsize
+        rows = data.reshape(plane.height, -1)
+        stride = plane.line_size // itemsize
+        if rows.shape[1] == stride:
+            plane.update(np.ascontiguousarray(rows))
+        else:
+            padded = np.zeros((plane.height, stride), dtype=data.dtype)
+            padded[:, : rows.shape[1]] = rows
+            plane.update(padded)
+    return frame
+
+
+@dataclass(eq=False)
+class Frame:
+    """One decoded picture, upright, with its place on the clip's timeline."""
+
+    index: int  # position in presentation order within the stream
+    time: float  # seconds on the clip timeline; the first frame is at 0
+    pts: int  # presentation timestamp in the stream's time base, first frame at 0
+    pix_fmt: str
+    width: int
+    height: int
+    planes: tuple[np.ndarray, ...]
+    color: ColorInfo = field(default_factory=ColorInfo)
+    _rgb: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the frame holds once its RGB view exists (caches budget with this)."""
+        return sum(p.nbytes for p in self.planes) + self.width * self.height * 3
+
+    @property
+    def bit_depth(self) -> int:
+        return max(c.bits for c in av.VideoFormat(self.pix_fmt).components)
+
+    def to_av(self) -> av.VideoFrame:
+        """An av frame of the native planes, with colour tags set (for encoding)."""
+        frame = av_from_planes(self.planes, self.pix_fmt, self.width, self.height)
+        frame.colorspace = self.color.matrix
+        frame.color_range = self.color.range
+        frame.color_primaries = self.color.primaries
+        frame.color_trc = self.color.transfer
+        return frame
+
+    def rgb(self) -> np.ndarray:
+        """8-bit RGB, (height, width, 3), C-contiguous; computed once and kept."""
+        if self._rgb is None:
+            src = av_from_planes(self.planes, self.pix_fmt, self.width, self.height)
+            self._rgb = to_rgb(src, self.color, self.pix_fmt, self.height)
+        return self._rgb
+
+    def with_region(self, x: int, y: int, patch: np.ndarray) -> Frame:
+        """A new frame equal to this one except inside the RGB ``patch`` placed at (x, y).
+
+        The patch is converted to the native format with the source's matrix and range. Luma
+        (and any full-resolution plane) changes only under the patch; subsampled chroma changes
+        only for chroma samples the patch overlaps. Callers that align patches to the chroma
+        grid (even x, y, width, height for 4:2:0) therefore leave every other pixel bit-identical.
+        """
+        sx, sy = self._subsampling()
+        ph, pw = patch.shape[:2]
+        # Chroma-aligned hull of the patch; its margin is filled from the current picture.
+        x0, y0 = (x // sx) * sx, (y // sy) * sy
+        x1 = min(-(-(x + pw) // sx) * sx, self.width)
+        y1 = min(-(-(y + ph) // sy) * sy, self.height)
+        region = self.rgb()[y0:y1, x0:x1].copy()
+        region[y - y0 : y - y0 + ph, x - x0 : x - x0 + pw] = patch
+        native = from_rgb(region, self.pix_fmt, self.color, self.height)
+        new_planes = []
+        for p, (plane, sub) in enumerate(zip(self.planes, native)):
+            out = plane.copy()
+            if self._is_subsampled_plane(p, sx, sy):
+                out[y0 // sy : y0 // sy + sub.shape[0], x0 // sx : x0 // sx + sub.shape[1]] = sub
+            else:
+                out[y : y + ph, x : x + pw] = sub[y - y0 : y - y0 + ph, x - x0 : x - x0 + pw]
+            new_planes.append(out)
+        edited = replace(self, planes=tuple(new_planes), _rgb=None)
+        if self._rgb is not None:
+            # Refresh only the hull of the cached RGB view instead of converting the whole frame.
+            hull = tuple(pl[y0 // sy : -(-y1 // sy), x0 // sx : -(-x1 // sx)]
+                         if self._is_subsampled_plane(p, sx, sy) else pl[y0:y1, x0:x1]
+                         for p, pl in enumerate(new_planes))
+            rgb = self._rgb.copy()
+            rgb[y0:y1, x0:x1] = to_rgb(av_from_planes(hull, self.pix_fmt, x1 - x0, y1 - y0),
+                                       self.color, self.pix_fmt, self.height)
+            edited._rgb = rgb
+        return edited
+
+    def _subsampling(self) -> tuple[int, int]:
+        fmt = av.VideoFormat(self.pix_fmt, self.width, self.height)
+        if fmt.is_rgb or len(fmt.components) < 3:
+            return 1, 1
+        return (-(-self.width // fmt.chroma_width()) if fmt.chroma_width() else 1,
+                -(-self.height // fmt.chroma_height()) if fmt.chroma_height() else 1)
+
+    @staticmethod
+    def _is_subsampled_plane(p: int, sx: int, sy: int) -> bool:
+        # Planes 1 and 2 carry chroma in every Y'CbCr layout we keep (nv12 packs both in 1).
+        return p in (1, 2) and sx * sy > 1
+
+
+def to_rgb(frame: av.VideoFrame, color: ColorInfo, pix_fmt: str, height: int) -> np.ndarray:
+    """8-bit RGB of an av frame, converted with the source's matrix and range."""
+    matrix = color.effective_matrix(height)
+    rgb = frame.reformat(format="rgb24", src_colorspace=matrix, dst_colorspace=matrix,
+                         src_color_range=color.effective_range(pix_fmt),
+                         dst_color_range=_RANGE_JPEG)
+    return np.ascontiguousarray(rgb.to_ndarray())
+
+
+def from_rgb(rgb: np.ndarray, pix_fmt: str, color: ColorInfo,
+             height: int) -> tuple[np.ndarray, ...]:
+    """Native planes of an 8-bit RGB image, using ``color`` as the source frame's would be read.
+
+    ``height`` is the full picture's height, which decides the matrix of untagged sources.
+    """
+    matrix = color.effective_matrix(height)
+    src = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+    out = src.reformat(format=pix_fmt, src_colorspace=matrix, dst_colorspace=matrix,
+                       src_color_range=_RANGE_JPEG,
+                       dst_color_range=color.effective_range(pix_fmt))
+    return planes_from_av(out)
