@@ -70,11 +70,10 @@ class VideoReader:
             for frame in cur:
                 self.cache.put(frame)
                 if frame.index >= i:
+                    if frame.index == i:
+                        return frame
                     break
-        found = self.cache.get(i)
-        if found is None:
-            raise RedubError(f"frame {i} could not be decoded", self.path)
-        return found
+        raise RedubError(f"frame {i} could not be decoded (damaged file?)", self.path)
 
     def frame_at(self, t: float) -> Frame:
         return self.frame(self.index_at(t))

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED_MEDIA = SHARED / "media"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # Tests never read or write the user's real cache.
+    monkeypatch.setenv("REDUB_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
+def shared_clip(name: str) -> Path:
+    path = SHARED_MEDIA / name
+    if not path.exists():
+        pytest.skip(f"shared media not available: {path}")
+    return path
+
+
+def shared_clips() -> list[str]:
+    """Names of the shared video clips, or an empty list where ../shared is absent."""
+    if not SHARED_MEDIA.is_dir():
+        return []
+    return sorted(p.name for p in SHARED_MEDIA.glob("*.mp4"))
+
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")

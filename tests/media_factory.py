@@ -1,0 +1,114 @@
+"""Synthesise small test videos whose every frame is distinguishable."""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def pattern(i: int, width: int, height: int) -> np.ndarray:
+    """RGB frame ``i``: a gradient, a moving square and the frame number as a bar code."""
+    y, x = np.mgrid[0:height, 0:width]
+    img = np.empty((height, width, 3), np.uint8)
+    img[..., 0] = (x * 255 // max(width - 1, 1)).astype(np.uint8)
+    img[..., 1] = (y * 255 // max(height - 1, 1)).astype(np.uint8)
+    img[..., 2] = (i * 37) % 256
+    s = max(4, min(width, height) // 6)
+    cx = (i * 5) % max(width - s, 1)
+    img[s : 2 * s, cx : cx + s] = (255, 255, 255)
+    bar = max(2, width // 16)
+    for b in range(min(12, width // bar)):
+        on = (i >> b) & 1
+        img[height - max(4, height // 10) :, b * bar : (b + 1) * bar] = 255 * on
+    return img
+
+
+def make_video(path: Path, *, frames: int = 36, size: tuple[int, int] = (160, 96),
+               rate: int | Fraction = 25, codec: str = "libx264", pix_fmt: str = "yuv420p",
+               gop: int = 12, bframes: int = 2, durations_ms: list[int] | None = None,
+               rotation: int = 0, audio_rate: int | None = None, audio_channels: int = 2,
+               color: tuple[int, int, int, int] | None = None,
+               options: dict[str, str] | None = None) -> Path:
+    """Write a test video. ``durations_ms`` gives each frame's duration (variable frame rate).
+
+    ``size`` is the stored (coded) size; ``rotation`` adds a display matrix.
+    ``color`` is (primaries, transfer, matrix, range) in FFmpeg numbering.
+    """
+    width, height = size
+    out = av.open(str(path), "w")
+    stream = out.add_stream(codec, rate=rate)
+    stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+    opts = {"g": str(gop)}
+    if codec in ("libx264", "libx265"):
+        opts.update({"bf": str(bframes), "preset": "ultrafast" if not bframes else "fast",
+                     "crf": "20"})
+        if codec == "libx265":
+            opts["x265-params"] = f"log-level=error:bframes={bframes}:keyint={gop}"
+    opts.update(options or {})
+    stream.codec_context.options = opts
+    if durations_ms is not None:
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.time_base = Fraction(1, 1000)
+    if color is not None:
+        cc = stream.codec_context
+        cc.color_primaries, cc.color_trc, cc.colorspace, cc.color_range = color
+    if rotation:
+        stream.set_display_rotation(rotation)
+    astream = None
+    if audio_rate:
+        astream = out.add_stream("aac" if path.suffix == ".mp4" else "pcm_s16le",
+                                 rate=audio_rate)
+        astream.layout = "stereo" if audio_channels == 2 else "mono"
+    t_ms = 0
+    for i in range(frames):
+        frame = av.VideoFrame.from_ndarray(pattern(i, width, height), format="rgb24")
+        if color is not None:
+            frame = frame.reformat(format=pix_fmt, dst_colorspace=color[2],
+                                   dst_color_range=color[3])
+        if durations_ms is not None:
+            frame.pts, frame.time_base = t_ms, Fraction(1, 1000)
+            t_ms += durations_ms[i]
+        else:
+            frame.pts = i
+        for packet in stream.encode(frame):
+            out.mux(packet)
+    for packet in stream.encode(None):
+        out.mux(packet)
+    if astream is not None:
+        seconds = (t_ms / 1000) if durations_ms is not None else frames / float(rate)
+        write_tone(out, astream, seconds, audio_rate, audio_channels)
+    out.close()
+    return path
+
+
+def tone(seconds: float, rate: int, channels: int, freq: float = 440.0) -> np.ndarray:
+    n = int(round(seconds * rate))
+    t = np.arange(n) / rate
+    mono = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+    return np.repeat(mono[:, None], channels, axis=1)
+
+
+def write_tone(out, astream, seconds: float, rate: int, channels: int) -> None:
+    samples = tone(seconds, rate, channels)
+    resampler = av.AudioResampler(format=astream.codec_context.format.name,
+                                  layout=astream.layout, rate=rate)
+    for start in range(0, samples.shape[0], 1024):
+        block = np.ascontiguousarray(samples[start : start + 1024].T)
+        frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=astream.layout)
+        frame.sample_rate, frame.pts = rate, start
+        for f in resampler.resample(frame):
+            for packet in astream.encode(f):
+                out.mux(packet)
+    for f in resampler.resample(None):
+        for packet in astream.encode(f):
+            out.mux(packet)
+    for packet in astream.encode(None):
+        out.mux(packet)
+
+
+def decode_all(path: Path) -> list[av.VideoFrame]:
+    """Every frame by a plain sequential decode: the reference for frame-accurate access."""
+    with av.open(str(path)) as c:
+        return list(c.decode(video=0))

@@ -1,0 +1,131 @@
+"""Frame-accurate access: seeking to any frame gives exactly what a sequential decode gives."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.media.frame import planes_from_av
+from engine.media.probe import probe
+from engine.media.reader import VideoReader
+from tests.conftest import shared_clip, shared_clips
+from tests.media_factory import decode_all, make_video
+
+VFR_MS = [40, 40, 20, 20, 60, 33, 33, 34, 100, 40, 40, 20] * 4
+
+
+def _same(frame, ref) -> bool:
+    return all(np.array_equal(a, b) for a, b in zip(frame.planes, planes_from_av(ref)))
+
+
+def _check_random_access(path, order_seed=0):
+    ref = decode_all(path)
+    with VideoReader(path, cache_bytes=0) as r:
+        assert r.frame_count == len(ref)
+        order = np.random.default_rng(order_seed).permutation(len(ref))
+        # Random jumps, then a backward walk, then a forward walk: every path must agree.
+        for i in list(order) + list(range(len(ref) - 1, -1, -3)) + list(range(0, len(ref), 2)):
+            assert _same(r.frame(int(i)), ref[i]), f"frame {i} differs"
+        for start, stop in [(0, 5), (7, 19), (len(ref) - 4, len(ref))]:
+            got = list(r.frames(start, stop))
+            assert [f.index for f in got] == list(range(start, stop))
+            assert all(_same(f, ref[f.index]) for f in got)
+    return ref
+
+
+@pytest.mark.parametrize("codec,ext,bframes,gop", [
+    ("libx264", ".mp4", 2, 12), ("libx264", ".mkv", 3, 10), ("libx265", ".mp4", 2, 8),
+    ("mpeg4", ".avi", 0, 9), ("ffv1", ".mkv", 0, 1),
+])
+def test_seek_matches_sequential_decode_cfr(tmp_path, codec, ext, bframes, gop):
+    path = make_video(tmp_path / f"cfr{ext}", codec=codec, bframes=bframes, gop=gop, frames=40)
+    _check_random_access(path)
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_seek_matches_sequential_decode_vfr(tmp_path, ext):
+    path = make_video(tmp_path / f"vfr{ext}", frames=len(VFR_MS), durations_ms=VFR_MS, gop=10)
+    ref = _check_random_access(path)
+    info = probe(path).video[0]
+    assert info.variable_frame_rate
+    assert info.frame_count == len(VFR_MS)
+    with VideoReader(path) as r:
+        expected = np.concatenate([[0], np.cumsum(VFR_MS[:-1])]) / 1000.0
+        np.testing.assert_allclose(r.times, expected, atol=1e-9)
+        # The frame on screen at any time is the last one starting at or before it.
+        for i, t in enumerate(expected):
+            assert r.index_at(t) == i
+            assert r.index_at(t + VFR_MS[i] / 2000.0) == i
+            assert r.frame_at(t + 0.001).index == i
+    assert len(ref) == len(VFR_MS)
+
+
+@pytest.mark.parametrize("name", shared_clips())
+def test_seek_matches_sequential_decode_shared(name):
+    path = shared_clip(name)
+    ref = decode_all(path)
+    with VideoReader(path, cache_bytes=0) as r:
+        assert r.frame_count == len(ref)
+        picks = sorted(set(np.random.default_rng(1).choice(len(ref), 12, replace=False))
+                       | {0, len(ref) - 1})
+        for i in picks[::-1] + picks:
+            assert _same(r.frame(int(i)), ref[i]), f"{name}: frame {i} differs"
+        seq = list(r.frames())
+        assert len(seq) == len(ref)
+        assert all(_same(f, ref[f.index]) for f in seq[::7])
+
+
+def test_rotation_is_applied_losslessly(tmp_path):
+    path = make_video(tmp_path / "phone.mp4", size=(96, 160), rotation=-90, codec="ffv1",
+                      gop=1, bframes=0)
+    path = path.rename(tmp_path / "phone.mkv")
+    ref = decode_all(path)
+    info = probe(path).video[0]
+    assert info.rotation == 270
+    assert (info.width, info.height) == (160, 96)
+    with VideoReader(path) as r:
+        f = r.frame(3)
+        assert (f.width, f.height) == (160, 96)
+        stored = planes_from_av(ref[3])
+        assert np.array_equal(f.planes[0], np.rot90(stored[0], 3))
+        assert f.rgb().shape == (96, 160, 3)
+
+
+def test_ten_bit_frames_keep_ten_bits(tmp_path):
+    path = make_video(tmp_path / "ten.mkv", codec="ffv1", pix_fmt="yuv422p10le", gop=1,
+                      bframes=0, frames=6)
+    with VideoReader(path) as r:
+        f = r.frame(2)
+        assert f.pix_fmt == "yuv422p10le" and f.bit_depth == 10
+        assert f.planes[0].dtype == np.uint16
+        assert f.planes[1].shape == (96, 80)
+        assert f.rgb().dtype == np.uint8
+
+
+def test_cache_is_bounded_and_serves_repeats(tmp_path):
+    path = make_video(tmp_path / "c.mp4", frames=30)
+    with VideoReader(path, cache_bytes=5 * (160 * 96 * 3 + 160 * 96 * 3 // 2)) as r:
+        for i in range(30):
+            r.frame(i)
+        assert len(r.cache) == 5
+        assert r.cache.nbytes <= r.cache.max_bytes
+        again = r.frame(29)
+        assert r.cache.get(29) is again
+
+
+def test_region_edit_leaves_other_pixels_bit_identical(tmp_path):
+    path = make_video(tmp_path / "e.mp4", frames=3)
+    with VideoReader(path) as r:
+        f = r.frame(1)
+        patch = np.full((20, 30, 3), (200, 30, 90), np.uint8)
+        edited = f.with_region(40, 32, patch)
+        y, u, v = f.planes
+        ey, eu, ev = edited.planes
+        mask = np.ones_like(y, bool)
+        mask[32:52, 40:70] = False
+        assert np.array_equal(y[mask], ey[mask])
+        cmask = np.ones_like(u, bool)
+        cmask[16:26, 20:35] = False
+        assert np.array_equal(u[cmask], eu[cmask]) and np.array_equal(v[cmask], ev[cmask])
+        got = edited.rgb()[32:52, 40:70].astype(int)
+        assert np.abs(got - patch).max() <= 3  # one Y'CbCr round trip of a flat colour
+        assert np.array_equal(edited.rgb()[:30], f.rgb()[:30])
