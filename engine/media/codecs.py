@@ -51,6 +51,9 @@ class CodecPreset:
             else:
                 fmt = "yuv422p10le"
         elif self.name == "dnxhr":
+            if width < 256 or height < 120:
+                raise UsageError(f"DNxHR needs frames of at least 256x120, not {width}x{height}; "
+                                 "use prores or ffv1")
             if chroma == "444":
                 fmt, options = "yuv444p10le", {**options, "profile": "dnxhr_444"}
             elif depth > 8:
@@ -60,6 +63,9 @@ class CodecPreset:
                 fmt = "yuv422p"
         elif self.name == "ffv1":
             supported = {f.name for f in av.codec.Codec("ffv1", "w").video_formats}
+            if width % 2 or height % 2:
+                # FFmpeg's FFV1 cannot split odd-sized subsampled pictures into slices.
+                options.pop("slices", None)
             if pix_fmt in supported:
                 fmt = pix_fmt
             elif av.VideoFormat(pix_fmt).is_rgb:

@@ -151,7 +151,9 @@ class VideoWriter:
         try:
             for packet in self._video.encode(av_frame):
                 self._container.mux(packet)
-            self._pump_audio(frame.time + 0.5)
+            # Audio follows the video frame by frame: the muxer interleaves, and it never
+            # runs past the last frame.
+            self._pump_audio(self._end_time)
         except (av.FFmpegError, OSError) as exc:
             self.abort()
             raise _write_error(exc, self.path) from exc

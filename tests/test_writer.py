@@ -1,0 +1,178 @@
+"""Export: bit-exact lossless, bit depth, timing, colour and rotation kept, atomic output."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from engine.errors import RedubError, UsageError
+from engine.media.frame import planes_from_av
+from engine.media.probe import probe
+from engine.media.reader import VideoReader
+from engine.media.writer import VideoWriter
+from tests.conftest import shared_clip
+from tests.media_factory import decode_all, make_video
+from tests.test_reader import VFR_MS
+
+BT709 = (1, 1, 1, 1)
+
+
+def _export(src, out, codec, **kw):
+    with VideoReader(src) as r, VideoWriter(out, r.info, codec=codec, sources=[src], **kw) as w:
+        for f in r.frames():
+            w.write(f)
+    return out
+
+
+def _planes_equal(a, b):
+    return len(a) == len(b) and all(
+        all(np.array_equal(x, y) for x, y in zip(planes_from_av(fa), planes_from_av(fb)))
+        for fa, fb in zip(a, b))
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv422p10le", "yuv444p"])
+def test_ffv1_export_is_bit_exact(tmp_path, pix_fmt):
+    src = make_video(tmp_path / "src.mkv", codec="ffv1", pix_fmt=pix_fmt, gop=1, bframes=0,
+                     frames=12, color=BT709 if pix_fmt == "yuv420p" else None)
+    out = _export(src, tmp_path / "out.mkv", "ffv1")
+    assert _planes_equal(decode_all(src), decode_all(out))
+    assert probe(out).video[0].pix_fmt == pix_fmt
+
+
+def test_ffv1_export_of_shared_clip_is_bit_exact(tmp_path):
+    src = shared_clip("talk_d12_512.mp4")
+    out = _export(src, tmp_path / "out.mkv", "ffv1")
+    assert _planes_equal(decode_all(src), decode_all(out))
+    a, b = probe(src).video[0], probe(out).video[0]
+    assert (b.frame_count, b.frame_rate, b.color) == (a.frame_count, a.frame_rate, a.color)
+
+
+def test_ffv1_keeps_rotation_and_stored_pixels(tmp_path):
+    src = make_video(tmp_path / "phone.mkv", codec="ffv1", size=(96, 160), rotation=90, gop=1,
+                     bframes=0, frames=6)
+    out = _export(src, tmp_path / "out.mkv", "ffv1")
+    assert probe(out).video[0].rotation == 90
+    assert _planes_equal(decode_all(src), decode_all(out))
+
+
+@pytest.mark.parametrize("codec,ext,expect_fmt", [
+    ("prores", ".mov", "yuv422p10le"), ("dnxhr", ".mov", "yuv422p10le"),
+    ("h264", ".mp4", "yuv422p10le"), ("h265", ".mkv", "yuv422p10le"),
+])
+def test_ten_bit_input_stays_ten_bit(tmp_path, codec, ext, expect_fmt):
+    src = make_video(tmp_path / "ten.mkv", codec="ffv1", pix_fmt="yuv422p10le", gop=1,
+                     bframes=0, frames=6, size=(256, 144))
+    out = _export(src, tmp_path / f"out{ext}", codec)
+    info = probe(out).video[0]
+    assert info.pix_fmt == expect_fmt and info.bit_depth == 10
+    y_src = planes_from_av(decode_all(src)[3])[0].astype(int)
+    y_out = planes_from_av(decode_all(out)[3])[0].astype(int)
+    # Real 10-bit content survives: values off the 8-bit grid, and close to the source.
+    assert np.count_nonzero(y_out % 4) > y_out.size // 4
+    assert np.abs(y_out - y_src).mean() < 4
+
+
+def test_eight_bit_dnxhr_is_hq(tmp_path):
+    src = make_video(tmp_path / "s.mp4", frames=4, size=(256, 144))
+    out = _export(src, tmp_path / "o.mov", "dnxhr")
+    assert probe(out).video[0].pix_fmt == "yuv422p"
+
+
+def test_timing_colour_and_rate_are_kept(tmp_path):
+    src = make_video(tmp_path / "vfr.mkv", frames=len(VFR_MS), durations_ms=VFR_MS,
+                     color=BT709)
+    for codec, ext in [("h264", ".mp4"), ("ffv1", ".mkv"), ("prores", ".mov")]:
+        out = _export(src, tmp_path / f"o_{codec}{ext}", codec)
+        with VideoReader(src) as a, VideoReader(out) as b:
+            np.testing.assert_allclose(b.times, a.times, atol=1e-3)
+            assert b.info.variable_frame_rate
+            assert b.info.color == a.info.color == __import__(
+                "engine.media.frame", fromlist=["ColorInfo"]).ColorInfo(*BT709)
+
+
+def test_odd_frame_size_exports_everywhere(tmp_path):
+    src = make_video(tmp_path / "odd.mkv", codec="ffv1", size=(259, 145), pix_fmt="yuv420p",
+                     gop=1, bframes=0, frames=5)
+    for codec, ext in [("h264", ".mp4"), ("h265", ".mp4"), ("prores", ".mov"),
+                       ("ffv1", ".mkv"), ("dnxhr", ".mov")]:
+        out = _export(src, tmp_path / f"o_{codec}{ext}", codec)
+        info = probe(out).video[0]
+        assert (info.width, info.height, info.frame_count) == (259, 145, 5), codec
+
+
+def test_too_small_for_dnxhr_is_a_usage_error(tmp_path):
+    src = make_video(tmp_path / "small.mp4", frames=2)
+    with VideoReader(src) as r, pytest.raises(UsageError, match="at least 256x120"):
+        VideoWriter(tmp_path / "o.mov", r.info, codec="dnxhr", sources=[src])
+    assert sorted(os.listdir(tmp_path)) == ["small.mp4"]
+
+
+def test_failure_mid_export_leaves_nothing(tmp_path):
+    src = make_video(tmp_path / "s.mp4", frames=10)
+    out = tmp_path / "out.mp4"
+    before = set(os.listdir(tmp_path))
+    with pytest.raises(RuntimeError):
+        with VideoReader(src) as r, VideoWriter(out, r.info, sources=[src]) as w:
+            for f in r.frames():
+                w.write(f)
+                if f.index == 4:
+                    raise RuntimeError("boom")
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_existing_target_survives_a_failed_export(tmp_path):
+    src = make_video(tmp_path / "s.mp4", frames=6)
+    out = tmp_path / "keep.mp4"
+    out.write_bytes(b"previous export")
+    with pytest.raises(RuntimeError):
+        with VideoReader(src) as r, VideoWriter(out, r.info, sources=[src]) as w:
+            w.write(r.frame(0))
+            raise RuntimeError("cancelled")
+    assert out.read_bytes() == b"previous export"
+
+
+def test_output_path_checks(tmp_path):
+    src = make_video(tmp_path / "s.mp4", frames=3)
+    with VideoReader(src) as r:
+        with pytest.raises(UsageError, match="overwrite an input"):
+            VideoWriter(src, r.info, sources=[src])
+        with pytest.raises(UsageError, match="folder does not exist"):
+            VideoWriter(tmp_path / "nope" / "o.mp4", r.info, sources=[src])
+        with pytest.raises(UsageError, match=r"needs a \.mov"):
+            VideoWriter(tmp_path / "o.mp4", r.info, codec="prores", sources=[src])
+        with pytest.raises(UsageError, match="unknown codec"):
+            VideoWriter(tmp_path / "o.mp4", r.info, codec="vp9", sources=[src])
+
+
+def test_full_disk_gives_clear_error_and_no_file(tmp_path):
+    import errno
+
+    import av
+
+    class FillsUp:
+        """The real output container, until the disk 'fills' after a few packets."""
+
+        def __init__(self, real):
+            self.real, self.packets = real, 0
+
+        def mux(self, packet):
+            self.packets += 1
+            if self.packets > 3:
+                raise av.FFmpegError(errno.ENOSPC, "No space left on device")
+            self.real.mux(packet)
+
+        def close(self):
+            self.real.close()
+
+    src = make_video(tmp_path / "s.mp4", frames=8)
+    out = tmp_path / "o.mp4"
+    before = set(os.listdir(tmp_path))
+    with VideoReader(src) as r:
+        w = VideoWriter(out, r.info, sources=[src])
+        w._container = FillsUp(w._container)
+        with pytest.raises(RedubError, match="disk full"):
+            for f in r.frames():
+                w.write(f)
+            w.close()
+    assert set(os.listdir(tmp_path)) == before
