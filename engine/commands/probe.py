@@ -34,7 +34,8 @@ def format_table(info: MediaInfo) -> str:
                 if v.rotation else "")
              + (f", pixel aspect {v.sample_aspect_ratio}" if v.sample_aspect_ratio != 1 else "")),
             ("  frame rate", rate + (", variable" if v.variable_frame_rate else ", constant")),
-            ("  frames", f"{v.frame_count} ({format_timecode(v.duration, v.frame_rate)})"),
+            ("  frames", f"{v.frame_count} ({format_timecode(v.duration, v.frame_rate)})"
+             + ("  TRUNCATED: the file declares more" if v.truncated else "")),
             ("  time base", f"{v.time_base}"),
             ("  start", f"{v.start_time:.6f} s"),
             ("  pixels", f"{v.pix_fmt}, {v.bit_depth}-bit {v.chroma}"),

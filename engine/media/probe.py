@@ -48,6 +48,7 @@ class VideoStreamInfo:
     sample_aspect_ratio: Fraction
     color: ColorInfo
     bit_rate: int | None
+    truncated: bool = False  # the file declares more video than it holds
     index_data: FrameIndex | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -125,7 +126,7 @@ def _is_cover_art(stream: av.VideoStream) -> bool:
 def _probe_video(path: str, stream: av.VideoStream) -> VideoStreamInfo:
     cc = stream.codec_context
     if cc is None or cc.codec is None:
-        raise RedubError("unsupported video codec", path)
+        raise RedubError("unsupported video codec (no decoder for this stream's format)", path)
     # Fresh containers: a packet scan to the end leaves a container unfit for decoding.
     with open_input(path) as container:
         index = scan_index(container, container.streams[stream.index], path)
@@ -141,18 +142,30 @@ def _probe_video(path: str, stream: av.VideoStream) -> VideoStreamInfo:
     if (vfr or not rate) and count > 1:
         span = Fraction(int(index.pts[-1] - index.pts[0])) * tb
         rate = (Fraction(count - 1) / span).limit_denominator(1001)
+    duration = float(index.times[-1] + index.frame_durations()[-1])
     return VideoStreamInfo(
         index=stream.index, codec=cc.name, profile=cc.profile,
         width=h if rotation in (90, 270) else w, height=w if rotation in (90, 270) else h,
         coded_width=w, coded_height=h, pix_fmt=first.format.name,
         bit_depth=max(c.bits for c in fmt.components), chroma=_chroma(fmt),
         frame_rate=rate or Fraction(25), variable_frame_rate=vfr, time_base=tb,
-        frame_count=count, duration=float(index.times[-1] + index.frame_durations()[-1]),
+        frame_count=count, duration=duration,
         start_time=float(index.pts[0] * tb), rotation=rotation,
         sample_aspect_ratio=Fraction(stream.sample_aspect_ratio or 1),
         color=ColorInfo(primaries=int(first.color_primaries), transfer=int(first.color_trc),
                         matrix=int(first.colorspace), range=int(first.color_range)),
-        bit_rate=cc.bit_rate or None, index_data=index)
+        bit_rate=cc.bit_rate or None, index_data=index,
+        truncated=_is_truncated(stream, count, duration, float(index.frame_durations()[-1])))
+
+
+def _is_truncated(stream: av.VideoStream, count: int, duration: float, last: float) -> bool:
+    """Whether the container promises frames the file no longer holds (a cut-off copy)."""
+    if stream.frames and stream.frames > count:
+        return True
+    if stream.duration and stream.time_base:
+        declared = float(stream.duration * stream.time_base)
+        return declared - duration > 2 * last + 1e-3
+    return False
 
 
 def _first_frame(container: av.container.InputContainer, stream: av.VideoStream,

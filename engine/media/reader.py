@@ -25,7 +25,8 @@ from engine.media.probe import MediaInfo, VideoStreamInfo, probe
 
 class VideoReader:
     def __init__(self, path: str | os.PathLike, *, cache_bytes: int = 256 << 20,
-                 stream: int | None = None, threads: int = 0) -> None:
+                 stream: int | None = None, threads: int = 0,
+                 allow_truncated: bool = False) -> None:
         self.path = os.fspath(path)
         self.media: MediaInfo = probe(self.path)
         if not self.media.video:
@@ -34,6 +35,9 @@ class VideoReader:
         if not chosen:
             raise RedubError(f"has no video stream #{stream}", self.path)
         self.info: VideoStreamInfo = chosen[0]
+        if self.info.truncated and not allow_truncated:
+            raise RedubError(f"file is truncated: only {self.info.frame_count} frames "
+                             f"({self.info.duration:.2f} s) of the video are present", self.path)
         self.index: FrameIndex = self.info.index_data
         self.cache = FrameCache(cache_bytes)
         self._threads = threads
