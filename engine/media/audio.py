@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import chain
+from numbers import Integral
 from types import TracebackType
 
 import av
@@ -23,6 +24,7 @@ import numpy as np
 import soundfile as sf
 
 from engine.errors import RedubError, UsageError
+from engine.media.container import check_readable, ffmpeg_reason, open_input
 
 __all__ = ["Audio", "AudioStream", "NoAudioError", "read_audio"]
 
@@ -110,16 +112,16 @@ class AudioStream:
         start: float = 0.0,
         stream_index: int | None = None,
     ) -> None:
-        if rate is not None and (not isinstance(rate, int) or rate <= 0):
+        if rate is not None and (not isinstance(rate, Integral) or rate <= 0):
             raise UsageError(f"audio rate must be a positive integer, got {rate!r}")
-        if channels is not None and (not isinstance(channels, int) or channels <= 0):
+        if channels is not None and (not isinstance(channels, Integral) or channels <= 0):
             raise UsageError(f"audio channels must be a positive integer, got {channels!r}")
         if not (math.isfinite(start) and start >= 0):
             raise UsageError(f"audio start must be a non-negative number of seconds, got {start}")
         self.path = os.fspath(path)
         self._source = _open_source(self.path, stream_index)
-        self.rate: int = rate or self._source.rate
-        self.channels: int = channels or self._source.channels
+        self.rate: int = int(rate or self._source.rate)
+        self.channels: int = int(channels or self._source.channels)
         self.duration: float | None = self._source.duration
         self._convert = _Converter(self._source, self.rate, self.channels)
 
@@ -192,12 +194,7 @@ class AudioStream:
 
 
 def _open_source(path: str, stream_index: int | None) -> _SndSource | _AVSource:
-    if not os.path.exists(path):
-        raise RedubError("file not found", path)
-    if os.path.isdir(path):
-        raise RedubError("is a folder, not a media file", path)
-    if os.path.getsize(path) == 0:
-        raise RedubError("empty file (0 bytes)", path)
+    check_readable(path)
     if stream_index in (None, 0):
         try:
             return _SndSource(path)
@@ -208,10 +205,6 @@ def _open_source(path: str, stream_index: int | None) -> _SndSource | _AVSource:
 
 def _default_layout(channels: int) -> str:
     return {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
-
-
-def _ffmpeg_reason(exc: Exception) -> str:
-    return getattr(exc, "strerror", None) or str(exc)
 
 
 class _SndSource:
@@ -269,38 +262,37 @@ class _AVSource:
 
     def _open(self) -> None:
         """(Re)open the container and decode the first frame, which fixes the time origin."""
+        self._container = open_input(self.path)
         try:
-            self._container = av.open(self.path)
-        except av.InvalidDataError as exc:
-            raise RedubError(f"not a media file or corrupt ({_ffmpeg_reason(exc)})", self.path) from None
-        except (av.FFmpegError, OSError) as exc:
-            raise RedubError(f"cannot open ({_ffmpeg_reason(exc)})", self.path) from None
+            self._stream = self._pick_stream()
+        except RedubError:
+            self._container.close()  # after the message is built: streams die with the container
+            raise
+        self._frames = self._decode()
+        self._first = next(self._frames, None)
+
+    def _pick_stream(self) -> av.AudioStream:
         streams = self._container.streams
         if self._stream_index is None:
             if not streams.audio:
-                self._container.close()
                 raise NoAudioError("no audio stream", self.path)
-            self._stream = streams.audio[0]
+            stream = streams.audio[0]
         else:
             if not 0 <= self._stream_index < len(streams):
-                self._container.close()
                 raise UsageError(f"no stream {self._stream_index} (the file has {len(streams)})", self.path)
-            self._stream = streams[self._stream_index]
-            if self._stream.type != "audio":
-                self._container.close()
-                raise UsageError(f"stream {self._stream_index} is {self._stream.type}, not audio", self.path)
-        if self._stream.codec_context is None:
-            self._container.close()
+            stream = streams[self._stream_index]
+            if stream.type != "audio":
+                raise UsageError(f"stream {self._stream_index} is {stream.type}, not audio", self.path)
+        if stream.codec_context is None:
             raise RedubError("cannot decode the audio (no decoder for its codec)", self.path)
-        self._frames = self._decode()
-        self._first = next(self._frames, None)
+        return stream
 
     def _decode(self) -> Iterator[av.AudioFrame]:
         try:
             for packet in self._container.demux(self._stream):
                 yield from packet.decode()
         except av.FFmpegError as exc:
-            raise RedubError(f"corrupt audio data ({_ffmpeg_reason(exc)})", self.path) from None
+            raise RedubError(f"corrupt audio data ({ffmpeg_reason(exc)})", self.path) from None
 
     def blocks(self, start: int) -> Iterator[np.ndarray]:
         """Float32 (n, channels) blocks beginning exactly at source frame ``start``."""
@@ -401,15 +393,16 @@ class _Converter:
             self._in_layout = source.layout
             out_layout = _default_layout(channels) if remix else source.layout
         self.resamples = rate != source.rate
-        self._resampler = (
-            av.AudioResampler(format="fltp", layout=out_layout, rate=rate) if self.resamples or remix else None
-        )
+        self._resampler: av.AudioResampler | None = None
+        if self.resamples or remix:
+            self._resampler = av.AudioResampler(format="fltp", layout=out_layout, rate=rate)
 
     def __call__(self, block: np.ndarray) -> np.ndarray:
         if self._average:
             block = block.mean(axis=1, keepdims=True, dtype=np.float32)
         if self._resampler is not None:
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(block.T), format="fltp", layout=self._in_layout)
+            planar = np.ascontiguousarray(block.T)
+            frame = av.AudioFrame.from_ndarray(planar, format="fltp", layout=self._in_layout)
             frame.sample_rate = self._in_rate
             block = self._collect(self._resampler.resample(frame))
         if self._duplicate:
