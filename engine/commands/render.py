@@ -1,0 +1,69 @@
+"""``redub render VIDEO --audio DUB -o OUT``: the video with the dub laid in, frames untouched."""
+from __future__ import annotations
+
+import argparse
+
+from engine.commands.progressbar import ProgressBar
+from engine.media.codecs import PRESETS
+from engine.media.probe import probe
+from engine.render import ExportSettings, render
+from engine.errors import RedubError
+from engine.timecode import parse_range, parse_time
+
+
+def add_export_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by every command that writes a video."""
+    p.add_argument("-o", "--output", required=True, help="output file (never an input)")
+    p.add_argument("--codec", default="h264", choices=sorted(PRESETS),
+                   help="video codec (default h264); the extension must suit it")
+    p.add_argument("--crf", help="quality for h264/h265 (lower is better; default 18/20)")
+    p.add_argument("--preset", help="x264/x265 speed preset (default medium)")
+    p.add_argument("--audio-mode", choices=("ranges", "all"), default="ranges",
+                   help="dub replaces the source audio only in the ranges, or everywhere")
+
+
+def add_timeline_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--audio", required=True, metavar="DUB", help="the dub track")
+    p.add_argument("--offset", default="0",
+                   help="where the dub starts on the timeline: seconds, frames (50f) "
+                        "or timecode HH:MM:SS:FF (may be negative)")
+    p.add_argument("--range", action="append", default=[], metavar="IN-OUT",
+                   help="edited range (repeatable): seconds, frames or timecode")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("render", help="export the video with the dub laid in")
+    p.add_argument("video")
+    add_timeline_arguments(p)
+    add_export_arguments(p)
+    p.set_defaults(run=run)
+
+
+def export_settings(args: argparse.Namespace) -> ExportSettings:
+    quality = {k: v for k, v in (("crf", args.crf), ("preset", args.preset)) if v is not None}
+    return ExportSettings(output=args.output, codec=args.codec, quality=quality,
+                          audio_mode=args.audio_mode)
+
+
+def timeline(args: argparse.Namespace) -> tuple[float, list[tuple[float, float]]]:
+    """The dub offset and the ranges in seconds, frames and timecode read at the video's rate."""
+    info = probe(args.video)
+    if not info.video:
+        raise RedubError("has no video stream (audio only?)", args.video)
+    fps = info.video[0].frame_rate
+    return parse_time(args.offset, fps), [parse_range(r, fps) for r in args.range]
+
+
+def run(args: argparse.Namespace) -> int:
+    offset, ranges = timeline(args)
+    bar = ProgressBar()
+    try:
+        result = render(args.video, export_settings(args), dub=args.audio, dub_offset=offset,
+                        ranges=ranges, progress=bar)
+    finally:
+        bar.finish()
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"wrote {result.path}: {result.frames} frames in {result.seconds:.1f} s "
+          f"({result.fps:.1f} fps)")
+    return 0
