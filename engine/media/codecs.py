@@ -34,6 +34,7 @@ class CodecPreset:
         depth, chroma = _depth(pix_fmt), _chroma(pix_fmt)
         options = {**self.quality, **(quality or {})}
         note = ""
+        encoder = self.encoder
         if self.name in ("h264", "h265"):
             depth = 8 if depth <= 8 else (10 if self.name == "h264" or depth <= 10 else 12)
             if chroma == "420" and (width % 2 or height % 2):
@@ -46,6 +47,8 @@ class CodecPreset:
                 options.setdefault("x265-params", "log-level=error")
         elif self.name == "prores":
             # ProRes is 10-bit by definition: 422 HQ, or 4444 for full-chroma sources.
+            if width % 2:
+                encoder = "prores_ks"  # the fast encoder needs an even width; this one does not
             if chroma == "444":
                 fmt, options = "yuv444p10le", {**options, "profile": "4"}
             else:
@@ -74,7 +77,7 @@ class CodecPreset:
                 fmt = "yuv444p16le" if depth > 8 else "yuv444p"
         else:  # pragma: no cover - the table below is exhaustive
             raise UsageError(f"no pixel format rule for codec {self.name}")
-        return EncodeSettings(encoder=self.encoder, pix_fmt=fmt, options=options, note=note)
+        return EncodeSettings(encoder=encoder, pix_fmt=fmt, options=options, note=note)
 
 
 PRESETS: dict[str, CodecPreset] = {
@@ -83,7 +86,7 @@ PRESETS: dict[str, CodecPreset] = {
                     {"crf": "18", "preset": "medium"}),
         CodecPreset("h265", "H.265 (x265)", "libx265", (".mp4", ".mov", ".mkv"),
                     {"crf": "20", "preset": "medium"}),
-        CodecPreset("prores", "Apple ProRes 422 HQ", "prores_ks", (".mov",),
+        CodecPreset("prores", "Apple ProRes 422 HQ", "prores", (".mov",),
                     {"profile": "3", "vendor": "apl0"}),
         CodecPreset("dnxhr", "Avid DNxHR HQ", "dnxhd", (".mov", ".mxf"),
                     {"profile": "dnxhr_hq"}),

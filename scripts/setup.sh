@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Set up a development machine: Debian libraries, a virtual environment, the package in it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# sounddevice needs PortAudio; Qt's xcb platform needs the X libraries (also under Xvfb).
+DEBS=(libportaudio2 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0
+      libxcb-shape0 libxcb-xkb1 libxcb-cursor0 libxkbcommon-x11-0 libxkbcommon0 libegl1
+      libgl1 libfontconfig1 libdbus-1-3)
+missing=()
+for pkg in "${DEBS[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing Debian packages: ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+echo "ready: .venv/bin/redub --help"
