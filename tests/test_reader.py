@@ -129,3 +129,22 @@ def test_region_edit_leaves_other_pixels_bit_identical(tmp_path):
         got = edited.rgb()[32:52, 40:70].astype(int)
         assert np.abs(got - patch).max() <= 3  # one Y'CbCr round trip of a flat colour
         assert np.array_equal(edited.rgb()[:30], f.rgb()[:30])
+
+
+def test_masked_region_edit_changes_only_masked_pixels(tmp_path):
+    path = make_video(tmp_path / "m.mp4", frames=2)
+    with VideoReader(path) as r:
+        f = r.frame(0)
+        patch = np.full((24, 24, 3), (10, 200, 40), np.uint8)
+        mask = np.zeros((24, 24), np.float32)
+        mask[6:18, 6:18] = 0.5  # a soft-edged mask: anything above 0 counts as edited
+        edited = f.with_region(41, 31, patch, mask=mask)  # odd position: chroma hull grows
+        y, ey = f.planes[0], edited.planes[0]
+        changed = np.argwhere(y != ey)
+        assert changed.size and changed[:, 0].min() >= 37 and changed[:, 0].max() < 49
+        assert changed[:, 1].min() >= 47 and changed[:, 1].max() < 59
+        cu = np.argwhere(f.planes[1] != edited.planes[1])
+        # Chroma samples covering pixels 47..58 x 37..48 only.
+        assert cu[:, 0].min() >= 37 // 2 and cu[:, 0].max() <= 48 // 2
+        assert cu[:, 1].min() >= 47 // 2 and cu[:, 1].max() <= 58 // 2
+        assert np.abs(edited.rgb()[40:46, 50:56].astype(int) - (10, 200, 40)).max() <= 4

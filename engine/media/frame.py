@@ -136,13 +136,15 @@ class Frame:
             self._rgb = to_rgb(src, self.color, self.pix_fmt, self.height)
         return self._rgb
 
-    def with_region(self, x: int, y: int, patch: np.ndarray) -> Frame:
+    def with_region(self, x: int, y: int, patch: np.ndarray,
+                    mask: np.ndarray | None = None) -> Frame:
         """A new frame equal to this one except inside the RGB ``patch`` placed at (x, y).
 
         The patch is converted to the native format with the source's matrix and range. Luma
-        (and any full-resolution plane) changes only under the patch; subsampled chroma changes
-        only for chroma samples the patch overlaps. Callers that align patches to the chroma
-        grid (even x, y, width, height for 4:2:0) therefore leave every other pixel bit-identical.
+        (and any full-resolution plane) changes only under the patch, and only where ``mask``
+        (patch-sized, optional) is above 0; subsampled chroma changes only for chroma samples
+        whose footprint holds a changed pixel. Every other pixel stays bit-identical: converting
+        an untouched pixel to RGB and back would round it.
         """
         sx, sy = self._subsampling()
         ph, pw = patch.shape[:2]
@@ -153,13 +155,22 @@ class Frame:
         region = self.rgb()[y0:y1, x0:x1].copy()
         region[y - y0 : y - y0 + ph, x - x0 : x - x0 + pw] = patch
         native = from_rgb(region, self.pix_fmt, self.color, self.height)
+        changed = np.zeros((y1 - y0, x1 - x0), bool)
+        changed[y - y0 : y - y0 + ph, x - x0 : x - x0 + pw] = True if mask is None else mask > 0
+        # A chroma sample changes when any pixel of its footprint does.
+        padded = np.zeros((-(-changed.shape[0] // sy) * sy, -(-changed.shape[1] // sx) * sx), bool)
+        padded[: changed.shape[0], : changed.shape[1]] = changed
+        chroma_changed = padded.reshape(padded.shape[0] // sy, sy, -1, sx).any(axis=(1, 3))
         new_planes = []
         for p, (plane, sub) in enumerate(zip(self.planes, native)):
             out = plane.copy()
             if self._is_subsampled_plane(p, sx, sy):
-                out[y0 // sy : y0 // sy + sub.shape[0], x0 // sx : x0 // sx + sub.shape[1]] = sub
+                view = out[y0 // sy : y0 // sy + sub.shape[0], x0 // sx : x0 // sx + sub.shape[1]]
+                sel = chroma_changed[: sub.shape[0], : sub.shape[1]]
             else:
-                out[y : y + ph, x : x + pw] = sub[y - y0 : y - y0 + ph, x - x0 : x - x0 + pw]
+                view = out[y0:y1, x0:x1]
+                sel = changed
+            view[sel] = sub[sel]
             new_planes.append(out)
         edited = replace(self, planes=tuple(new_planes), _rgb=None)
         if self._rgb is not None:
