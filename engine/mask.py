@@ -1,0 +1,242 @@
+"""Soft masks saying where a generated mouth replaces the original picture.
+
+A mask lives inside a crop box ``(x0, y0, x1, y1)`` of the frame (``x1``/``y1`` exclusive): it
+has the crop's shape, float32 in [0, 1], exactly 0 far outside the region and exactly 1 well
+inside it. Points are in frame pixels with integer coordinates at pixel centres, so crop pixel
+``[i, j]`` sits at frame point ``(x0 + j, y0 + i)``.
+
+Shapes come from 68-point landmarks (iBUG 300-W layout) and are rendered through an exact signed
+distance to the polygon rather than a rasterised outline: the soft edge then moves smoothly with
+sub-pixel landmark motion instead of stepping a pixel at a time, which would flicker in video.
+
+Sizes (dilation, feather, the lips margin) are fractions of :func:`face_scale`, so one setting
+looks the same on a close-up and a wide shot.
+
+Per-frame overrides are polygons the user draws, stored in the canonical face frame of the
+face-analysis module (``to_face``: a 2x3 affine, frame pixels -> face coordinates) so a shape
+drawn on one frame follows the head on the next.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Literal
+
+import numpy as np
+
+from engine.errors import UsageError
+
+MaskKind = Literal["lower_face", "lips"]
+OverrideMode = Literal["replace", "exclude", "add"]
+Box = tuple[int, int, int, int]
+
+# Lower face: the jaw line from cheek to cheek through the chin (3..13; the points above climb to
+# the ears, where the face's outline meets hair, earrings and background), then back along the
+# base of the nose (35..31): the part of the face that moves with speech.
+LOWER_FACE = np.r_[3:14, 35:30:-1]
+OUTER_LIPS = np.arange(48, 60)
+# Margin around the outer lip contour of the lips mask: room for the new lips to move a little
+# past the old ones, while the soft edge still stops short of the nose (the upper lip is about a
+# quarter of an inter-ocular distance below it).
+LIPS_MARGIN = 0.08
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """How the landmark mask is drawn; sizes are fractions of :func:`face_scale`.
+
+    ``dilation`` moves the edge outwards (negative: inwards); the mask is 0.5 there.
+    ``feather`` is the width of the soft edge, centred on it: the mask goes from 1 to 0 over
+    that distance with a smoothstep profile (no kink at either end, so no Mach band).
+    """
+
+    kind: MaskKind = "lower_face"
+    dilation: float = 0.05
+    feather: float = 0.15
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("lower_face", "lips"):
+            raise UsageError(f"unknown mask kind {self.kind!r} (lower_face or lips)")
+        if not np.isfinite(self.dilation) or not np.isfinite(self.feather) or self.feather < 0:
+            raise UsageError(f"bad mask sizes: dilation {self.dilation}, feather {self.feather}")
+
+
+@dataclass(frozen=True, eq=False)
+class MaskOverride:
+    """A polygon drawn by the user on one frame, in canonical face coordinates.
+
+    ``replace``: the polygons are the mask (the landmark mask is ignored); ``add``: they are
+    added to it; ``exclude``: they are cut out of it, keeping the source pixels there (a hand in
+    front of the mouth). The drawn outline is honoured exactly: replaced/added polygons are fully
+    replaced inside and excluded ones fully kept; the frame's feather lies outside the outline.
+    """
+
+    polygon: np.ndarray  # (K, 2) canonical face coordinates
+    mode: OverrideMode = "exclude"
+
+    def __post_init__(self) -> None:
+        poly = np.asarray(self.polygon, dtype=np.float64)
+        if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 3 or not np.isfinite(poly).all():
+            raise UsageError(f"mask polygon needs at least 3 finite points, got {poly.shape}")
+        if self.mode not in ("replace", "exclude", "add"):
+            raise UsageError(f"unknown mask override mode {self.mode!r} "
+                             "(replace, exclude or add)")
+        object.__setattr__(self, "polygon", poly)
+
+    @classmethod
+    def from_frame(cls, polygon: np.ndarray, to_face: np.ndarray,
+                   mode: OverrideMode = "exclude") -> MaskOverride:
+        """An override from a polygon drawn in frame pixels on a frame whose face is ``to_face``."""
+        return cls(_affine(np.asarray(to_face, np.float64), polygon), mode)
+
+    def in_crop(self, to_face: np.ndarray, box: Box) -> np.ndarray:
+        """The polygon in crop pixels on a frame whose face transform is ``to_face``."""
+        return _affine(_invert(np.asarray(to_face, np.float64)), self.polygon) - box[:2]
+
+
+def face_scale(landmarks: np.ndarray) -> float:
+    """The face's size in pixels: the larger of the inter-ocular and eye-to-mouth distances.
+
+    Each alone shrinks when the head turns (inter-ocular with yaw, eye-to-mouth with pitch);
+    the larger stays near the frontal size. On a frontal face it is the eye-to-mouth distance,
+    about 1.1 inter-ocular distances. Mouth corners are used, not the lips' centre, so opening
+    the mouth does not change the scale.
+    """
+    pts = np.asarray(landmarks, dtype=np.float64)
+    left, right = pts[36:42].mean(0), pts[42:48].mean(0)
+    mouth = (pts[48] + pts[54]) / 2
+    return max(float(np.linalg.norm(right - left)),
+               float(np.linalg.norm(mouth - (left + right) / 2)), 1.0)
+
+
+def landmark_polygon(landmarks: np.ndarray, kind: MaskKind) -> np.ndarray:
+    """The (K, 2) outline, in frame pixels, that a mask of this kind is drawn around."""
+    pts = np.asarray(landmarks, dtype=np.float64)
+    if pts.shape != (68, 2):
+        raise ValueError(f"expected (68, 2) landmarks, got {pts.shape}")
+    return pts[LOWER_FACE if kind == "lower_face" else OUTER_LIPS]
+
+
+def landmark_mask(landmarks: np.ndarray, box: Box,
+                  settings: MaskSettings = MaskSettings()) -> np.ndarray:
+    """The lower-face or lips mask (per ``settings.kind``) of one face, in the crop ``box``."""
+    scale = face_scale(landmarks)
+    grow = settings.dilation + (LIPS_MARGIN if settings.kind == "lips" else 0.0)
+    poly = landmark_polygon(landmarks, settings.kind) - box[:2]
+    return polygon_mask(poly, _shape(box), grow * scale, settings.feather * scale)
+
+
+def polygon_mask(polygon: np.ndarray, shape: tuple[int, int], offset: float,
+                 feather: float) -> np.ndarray:
+    """Soft mask (float32, ``shape``) of a polygon in crop pixels.
+
+    The edge is ``offset`` pixels outside the outline (rounded at convex corners) and the mask
+    falls from 1 to 0 across it over ``feather`` pixels. Only the polygon's neighbourhood is
+    computed; the rest is exactly 0.
+    """
+    h, w = shape
+    out = np.zeros((h, w), np.float32)
+    poly = np.asarray(polygon, dtype=np.float64)
+    reach = max(offset + feather / 2, 0.0) + 1
+    lo = np.floor(poly.min(0) - reach).astype(int).clip(0, [w, h])
+    hi = np.ceil(poly.max(0) + reach + 1).astype(int).clip(0, [w, h])
+    if (hi <= lo).any():
+        return out
+    sd = _signed_distance(poly - lo, hi[0] - lo[0], hi[1] - lo[1])
+    out[lo[1]:hi[1], lo[0]:hi[0]] = _ramp(offset - sd, feather)
+    return out
+
+
+def frame_mask(landmarks: np.ndarray, box: Box, to_face: np.ndarray,
+               settings: MaskSettings = MaskSettings(),
+               overrides: Iterable[MaskOverride] = ()) -> np.ndarray:
+    """The final mask of one frame in the crop ``box``: landmark mask with the frame's overrides.
+
+    Replace polygons (their union) stand in for the landmark mask, add polygons are united with
+    it, exclude polygons are cut out last, so an exclusion always wins. The result is tapered to
+    0 at the crop's border, since the crop's edge is pasted back into the frame hard.
+    """
+    feather = settings.feather * face_scale(landmarks)
+    shape = _shape(box)
+    overrides = tuple(overrides)
+    soft = {mode: [polygon_mask(o.in_crop(to_face, box), shape, feather / 2, feather)
+                   for o in overrides if o.mode == mode]
+            for mode in ("replace", "add", "exclude")}
+    mask = (np.maximum.reduce(soft["replace"]) if soft["replace"]
+            else landmark_mask(landmarks, box, settings))
+    for extra in soft["add"]:
+        np.maximum(mask, extra, out=mask)
+    for cut in soft["exclude"]:
+        mask *= 1 - cut
+    mask *= _border_taper(shape, feather)
+    return mask
+
+
+def _shape(box: Box) -> tuple[int, int]:
+    x0, y0, x1, y1 = box
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"empty crop box {box}")
+    return y1 - y0, x1 - x0
+
+
+def _ramp(depth: np.ndarray, width: float) -> np.ndarray:
+    """1 for depth >= width/2 inside the edge, 0 for depth <= -width/2, smoothstep between."""
+    if width <= 1e-3:
+        return (depth >= 0).astype(np.float32)
+    t = np.clip(depth / np.float32(width) + np.float32(0.5), 0, 1)
+    return (t * t * (3 - 2 * t)).astype(np.float32)
+
+
+def _border_taper(shape: tuple[int, int], width: float) -> np.ndarray:
+    """0 on the crop's outermost pixels, rising to 1 at ``width`` pixels in."""
+    h, w = shape
+    width = max(width, 1.0)
+    ys = np.minimum(np.arange(h), np.arange(h)[::-1]).astype(np.float32)
+    xs = np.minimum(np.arange(w), np.arange(w)[::-1]).astype(np.float32)
+    return _ramp(np.minimum(ys[:, None], xs[None, :]) - width / 2, width)
+
+
+def _signed_distance(poly: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Exact distance from each pixel centre of a (h, w) grid to a closed polygon's outline,
+    negative inside (even-odd rule)."""
+    xs = np.arange(w, dtype=np.float32)
+    ys = np.arange(h, dtype=np.float32)
+    d2 = np.full((h, w), np.inf, np.float32)
+    inside = np.zeros((h, w), bool)
+    t = np.empty((h, w), np.float32)
+    ex = np.empty((h, w), np.float32)
+    ey = np.empty((h, w), np.float32)
+    for (ax, ay), (bx, by) in zip(poly, np.roll(poly, -1, axis=0)):
+        dx, dy = bx - ax, by - ay
+        length2 = dx * dx + dy * dy
+        px = (xs - np.float32(ax))[None, :]
+        py = (ys - np.float32(ay))[:, None]
+        # Position of the nearest point along the segment, clamped to its ends.
+        if length2 > 0:
+            np.add(px * np.float32(dx / length2), py * np.float32(dy / length2), out=t)
+            np.clip(t, 0, 1, out=t)
+        else:
+            t.fill(0)
+        np.multiply(t, np.float32(dx), out=ex)
+        np.subtract(px, ex, out=ex)
+        np.multiply(t, np.float32(dy), out=ey)
+        np.subtract(py, ey, out=ey)
+        np.multiply(ex, ex, out=ex)
+        np.multiply(ey, ey, out=ey)
+        np.add(ex, ey, out=ex)
+        np.minimum(d2, ex, out=d2)
+        # Crossing test of a ray towards +x: the crossing's x depends only on the row.
+        rows = (ay > ys) != (by > ys)
+        if rows.any():
+            cross_x = ax + (ys[rows] - ay) * (dx / dy)
+            inside[rows] ^= xs[None, :] < cross_x[:, None]
+    dist = np.sqrt(d2)
+    return np.where(inside, -dist, dist)
+
+
+def _invert(m: np.ndarray) -> np.ndarray:
+    lin = np.linalg.inv(m[:, :2])
+    return np.hstack([lin, -(lin @ m[:, 2])[:, None]])
+
+
+def _affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return np.asarray(points, dtype=np.float64) @ m[:, :2].T + m[:, 2]
