@@ -24,6 +24,7 @@ from typing import Iterable, Literal
 import numpy as np
 
 from engine.errors import UsageError
+from engine.face import geometry as geo
 
 MaskKind = Literal["lower_face", "lips"]
 OverrideMode = Literal["replace", "exclude", "add"]
@@ -86,11 +87,12 @@ class MaskOverride:
     def from_frame(cls, polygon: np.ndarray, to_face: np.ndarray,
                    mode: OverrideMode = "exclude") -> MaskOverride:
         """An override from a polygon drawn in frame pixels on a frame whose face is ``to_face``."""
-        return cls(_affine(np.asarray(to_face, np.float64), polygon), mode)
+        points = np.asarray(polygon, np.float64)
+        return cls(geo.apply(np.asarray(to_face, np.float64), points), mode)
 
     def in_crop(self, to_face: np.ndarray, box: Box) -> np.ndarray:
         """The polygon in crop pixels on a frame whose face transform is ``to_face``."""
-        return _affine(_invert(np.asarray(to_face, np.float64)), self.polygon) - box[:2]
+        return geo.apply(geo.invert(np.asarray(to_face, np.float64)), self.polygon) - box[:2]
 
 
 def face_scale(landmarks: np.ndarray) -> float:
@@ -231,12 +233,3 @@ def _signed_distance(poly: np.ndarray, w: int, h: int) -> np.ndarray:
             inside[rows] ^= xs[None, :] < cross_x[:, None]
     dist = np.sqrt(d2)
     return np.where(inside, -dist, dist)
-
-
-def _invert(m: np.ndarray) -> np.ndarray:
-    lin = np.linalg.inv(m[:, :2])
-    return np.hstack([lin, -(lin @ m[:, 2])[:, None]])
-
-
-def _affine(m: np.ndarray, points: np.ndarray) -> np.ndarray:
-    return np.asarray(points, dtype=np.float64) @ m[:, :2].T + m[:, 2]

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from engine.errors import RedubError, UsageError
+from engine.models.session import load_session
 from engine.face import geometry as geo
 
 # 2d106det index of each 68-point landmark: jaw (17), brows (5 + 5), nose bridge (4) and base
@@ -42,24 +43,13 @@ class Landmark106:
 
     def __init__(self, model: str | os.PathLike | None = None, input_mean: float = 0.0,
                  input_std: float = 1.0, providers: list[str] | None = None) -> None:
-        import onnxruntime as ort
-
         if model is None:
             raise UsageError("the 2d106 landmarker needs a model file (on the command line: "
                              "--landmarker-model PATH)")
         self.model = os.fspath(model)
         self.input_mean = float(input_mean)
         self.input_std = float(input_std)
-        if not os.path.isfile(self.model):
-            raise RedubError("landmark model file not found", self.model)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(self.model, options,
-                                                 providers=providers or ["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-            raise RedubError(f"cannot load landmark model ({exc.__class__.__name__})",
-                             self.model) from exc
+        self._session = load_session(self.model, "landmark model", providers)
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or list(inputs[0].shape[1:]) != [3, _SIZE, _SIZE] or \
                 outputs[0].shape[-1] != 212:

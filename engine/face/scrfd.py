@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from engine.errors import RedubError, UsageError
+from engine.models.session import load_session
 from engine.face.detect import Detections, nms
 
 _STRIDES = (8, 16, 32)
@@ -32,24 +33,13 @@ class ScrfdDetector:
 
     def __init__(self, model: str | os.PathLike | None = None, threshold: float = 0.5,
                  nms_threshold: float = 0.4, providers: list[str] | None = None) -> None:
-        import onnxruntime as ort
-
         if model is None:
             raise UsageError("the SCRFD detector needs a model file (on the command line: "
                              "--model PATH)")
         self.model = os.fspath(model)
         self.threshold = float(threshold)
         self.nms_threshold = float(nms_threshold)
-        if not os.path.isfile(self.model):
-            raise RedubError("SCRFD model file not found", self.model)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        try:
-            self._session = ort.InferenceSession(self.model, options,
-                                                 providers=providers or ["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
-            raise RedubError(f"cannot load SCRFD model ({exc.__class__.__name__})",
-                             self.model) from exc
+        self._session = load_session(self.model, "SCRFD model", providers)
         inputs = self._session.get_inputs()
         outputs = self._session.get_outputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or len(outputs) != 9:

@@ -1,0 +1,1 @@
+"""Model runtime: ONNX sessions (and, later, the registry and verified downloads)."""
