@@ -46,6 +46,10 @@ from engine.timecode import parse_time
 ANALYSIS_VERSION = 1
 
 
+class NoFaceError(RedubError):
+    """The analysed range holds no face (or none near the picked point)."""
+
+
 class Flag(enum.IntFlag):
     NOT_FOUND = 1  # the target is not on this frame: pass it through untouched
     INTERPOLATED = 2  # filled in across a short gap in tracking
@@ -240,10 +244,10 @@ def analyze_range(path: str | os.PathLike, start: float | None = None,
     if not raw.found.any():
         span = f"{times[0]:.2f}-{times[-1] + 1 / fps:.2f} s"
         if focus is not None:
-            raise RedubError(f"no face found near {target.x:g},{target.y:g} at "
+            raise NoFaceError(f"no face found near {target.x:g},{target.y:g} at "
                              f"{target.time:g} s", path)
         smallest = smallest_face(detector, info.width, info.height, settings.track.min_face)
-        raise RedubError(f"no face found in {span} (faces smaller than about {smallest} "
+        raise NoFaceError(f"no face found in {span} (faces smaller than about {smallest} "
                          f"pixels are not searched for)", path)
     result = describe(raw.landmarks, raw.scores, raw.detected, tracks.cuts, times,
                       info.width, info.height, fps, settings)

@@ -1,0 +1,51 @@
+"""``redub sync VIDEO --audio DUB -o OUT``: re-sync the speaker's mouth to the dub and export."""
+from __future__ import annotations
+
+import argparse
+
+from engine.commands.progressbar import ProgressBar
+from engine.commands.render import (add_export_arguments, add_timeline_arguments,
+                                    export_settings, timeline)
+from engine.face.analysis import Target
+from engine.lipsync.backend import GENERATORS
+from engine.media.probe import probe
+from engine.pipeline import RESTORERS, SyncSettings, sync
+from engine.timecode import parse_range
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sync", help="re-sync the mouth to the dub and export")
+    p.add_argument("video")
+    add_timeline_arguments(p)
+    p.add_argument("--backend", default="retrieval", choices=sorted(GENERATORS),
+                   help="lip generator (default: retrieval, offline)")
+    p.add_argument("--restore", default="none", choices=RESTORERS, help="face restorer")
+    p.add_argument("--train-range", metavar="IN-OUT",
+                   help="footage to learn the speaker's mouth from (default: the whole clip)")
+    p.add_argument("--openness", type=float, default=1.0, help="mouth openness gain")
+    p.add_argument("--audio-offset-ms", type=float, default=0.0,
+                   help="shift the mouth against the dub (positive: later)")
+    p.add_argument("--target", metavar="X,Y@TIME", help="the face to re-sync (default: largest)")
+    add_export_arguments(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    offset, ranges = timeline(args)
+    fps = probe(args.video).video[0].frame_rate
+    settings = SyncSettings(
+        backend=args.backend, restorer=args.restore,
+        train_range=parse_range(args.train_range, fps) if args.train_range else None,
+        openness_gain=args.openness, audio_offset_ms=args.audio_offset_ms,
+        target=Target.parse(args.target, float(fps)) if args.target else None)
+    bar = ProgressBar()
+    try:
+        result = sync(args.video, args.audio, export_settings(args), dub_offset=offset,
+                      ranges=ranges, settings=settings, progress=bar)
+    finally:
+        bar.finish()
+    for note in result.notes:
+        print(f"note: {note}")
+    print(f"wrote {result.path}: {result.frames} frames in {result.seconds:.1f} s "
+          f"({result.fps:.1f} fps)")
+    return 0

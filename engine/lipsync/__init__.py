@@ -1,0 +1,1 @@
+"""Lip-sync core: mouth shapes, the audio-to-mouth motion model, and the generator backends."""

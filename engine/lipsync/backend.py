@@ -1,0 +1,61 @@
+"""The generator stage: a backend chosen by name draws the new lower face for each frame.
+
+A backend is prepared once for a job (it sees the face analysis, the source and dub audio and
+the frames to edit) and then asked, frame by frame in clip order, for a crop: the picture of
+the crop box with the new mouth and the landmarks of that mouth (for the mask). Adding a
+backend means adding a module and one entry in ``GENERATORS``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import numpy as np
+
+from engine.audio import AudioFeatures
+from engine.face.analysis import FaceAnalysis
+from engine.face.registry import resolve
+from engine.media.frame import Frame
+
+GENERATORS = {
+    "retrieval": "engine.lipsync.retrieval:RetrievalGenerator",
+}
+
+
+@dataclass
+class SyncContext:
+    """Everything a generator may use, for the frames being edited."""
+
+    video: str
+    analysis: FaceAnalysis  # the target face on every frame of the analysed span
+    source_audio: AudioFeatures  # the clip's own sound, at the analysed frames
+    dub_audio: AudioFeatures  # the dub, at the analysed frames (placed by its offset)
+    edit: np.ndarray  # bool per analysed frame: re-sync it
+    train: np.ndarray  # bool per analysed frame: footage the generator may learn from
+    fps: float
+    openness_gain: float = 1.0
+    warn: Callable[[str], None] = field(default=lambda message: None)
+
+
+@dataclass(frozen=True)
+class Generated:
+    box: tuple[int, int, int, int]  # crop box in frame pixels (x0, y0, x1, y1), exclusive ends
+    image: np.ndarray  # RGB uint8 crop with the new lower face
+    landmarks: np.ndarray  # (68, 2) frame pixels: where the new mouth and chin are drawn
+
+
+class Generator(Protocol):
+    name: str
+
+    def prepare(self, ctx: SyncContext) -> None:
+        """Whole-job work: learn, predict, plan."""
+
+    def generate(self, frame: Frame, k: int) -> Generated:
+        """The crop for ``frame``, analysed frame ``k`` (edited and with a face)."""
+
+    def close(self) -> None:
+        """Release readers and sessions."""
+
+
+def create_generator(name: str, **options: object) -> Generator:
+    return resolve(GENERATORS, name, "lip-sync backend")(**options)

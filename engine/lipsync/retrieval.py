@@ -1,0 +1,97 @@
+"""The offline default generator: the speaker's own mouth, retrieved from the footage.
+
+The clip already holds the speaker's mouth in many shapes, and its original sound says which
+sound goes with which shape. This backend learns that mapping (``motion.py``), predicts the
+mouth-shape trajectory for the dub, picks source frames that match it with smooth transitions
+(``select.py``), and warps each chosen frame's lower face onto the target frame (``warp.py``).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from engine.errors import RedubError
+from engine.face.analysis import Flag
+from engine.lipsync.backend import Generated, SyncContext
+from engine.lipsync.motion import MotionModel, MotionSettings, audio_features
+from engine.lipsync.select import SelectSettings, select_frames
+from engine.lipsync.shape import ShapeSpace, canonical
+from engine.lipsync.warp import warp_lower_face
+from engine.media.frame import Frame
+from engine.media.reader import VideoReader
+
+_UNUSABLE = Flag.NOT_FOUND | Flag.PROFILE | Flag.INTERPOLATED
+
+
+class RetrievalGenerator:
+    name = "retrieval"
+
+    def __init__(self, select: SelectSettings = SelectSettings(), smooth_frames: float = 1.0,
+                 cache_bytes: int = 192 << 20) -> None:
+        self.select_settings = select
+        self.smooth_frames = smooth_frames
+        self.cache_bytes = cache_bytes
+        self._donors: VideoReader | None = None
+        self.plan: np.ndarray | None = None  # analysed-frame index of the donor per frame
+        self._analysis = None
+
+    def prepare(self, ctx: SyncContext) -> None:
+        a = ctx.analysis
+        usable = (a.flags & _UNUSABLE) == 0
+        train = np.flatnonzero(ctx.train & usable)
+        if train.size == 0:
+            raise RedubError("no usable footage of the face to learn the mouth from "
+                             "(choose another training range)", ctx.video)
+        canon = canonical(a.landmarks, a.transforms)
+        space = ShapeSpace.fit(canon[train])
+        codes = np.zeros((len(a), space.dims))
+        found = np.flatnonzero(a.found)
+        codes[found] = space.encode(canon[found])
+        x_src = audio_features(ctx.source_audio, a.times)
+        settings = MotionSettings(openness_gain=ctx.openness_gain,
+                                  smooth_frames=self.smooth_frames)
+        if train.size < 2.0 * ctx.fps:
+            ctx.warn(f"only {train.size / ctx.fps:.1f} s of usable footage to learn this "
+                     "speaker's mouth from: using the generic mapping")
+            model = MotionModel.generic_for(codes[train], x_src.shape[1])
+        else:
+            model = MotionModel.fit(x_src[train], codes[train], ctx.fps, settings)
+        x_dub = audio_features(ctx.dub_audio, a.times)
+        targets = np.flatnonzero(ctx.edit & a.found)
+        self.plan = np.full(len(a), -1, dtype=np.int64)
+        if targets.size == 0:
+            return
+        # Predict over whole stretches of edited frames so smoothing never spans a gap.
+        for run in _runs(targets):
+            predicted = model.predict(x_dub[run], ctx.dub_audio.vad[run], ctx.fps, settings)
+            chosen = select_frames(predicted, a.poses[run], codes[train], a.poses[train],
+                                   train, space.scale, self.select_settings)
+            self.plan[run] = train[chosen]
+        self._analysis = a
+        self._donors = VideoReader(ctx.video, cache_bytes=self.cache_bytes)
+
+    def generate(self, frame: Frame, k: int) -> Generated:
+        a = self._analysis
+        d = int(self.plan[k])
+        donor = self._donors.frame(a.start + d)
+        box = even_box(a.crop_boxes[k], frame.width, frame.height)
+        crop, landmarks = warp_lower_face(donor.rgb(), a.landmarks[d], a.transforms[d],
+                                          a.landmarks[k], a.transforms[k], box)
+        return Generated(box=box, image=crop, landmarks=landmarks)
+
+    def close(self) -> None:
+        if self._donors is not None:
+            self._donors.close()
+            self._donors = None
+
+
+def even_box(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """Integer crop box on even coordinates (whole 4:2:0 chroma samples) inside the frame."""
+    x0, y0 = (int(np.floor(v / 2)) * 2 for v in box[:2])
+    x1, y1 = (int(np.ceil(v / 2)) * 2 for v in box[2:])
+    return max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+
+
+def _runs(indices: np.ndarray) -> list[np.ndarray]:
+    """Split sorted indices into runs of consecutive values."""
+    breaks = np.flatnonzero(np.diff(indices) != 1) + 1
+    return np.split(indices, breaks)

@@ -1,0 +1,81 @@
+"""Move a donor frame's lower face onto a target frame.
+
+A similarity (through the canonical face both frames were fitted to) puts the donor's head on
+the target's; a smooth local warp then bends the donor's outer jaw and nose onto the target's,
+so the edges of the pasted region meet the target's own face, while the mouth and chin keep the
+donor's shape, which is the point of choosing that donor.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from engine.face import geometry as geo
+
+# Points that take the target's position (the face around the mouth) and those that keep the
+# donor's (the mouth and the chin that moves with it).
+ANCHORED = np.r_[0:4, 13:17, 27:48]
+MOVING = np.r_[4:13, 48:68]
+_GRID = 24  # the dense warp is solved on a coarse grid and interpolated
+
+
+def donor_to_target(donor_transform: np.ndarray, target_transform: np.ndarray) -> np.ndarray:
+    """2x3 affine taking donor-frame pixels to target-frame pixels via the canonical face."""
+    inv_t = geo.invert(target_transform)
+    lin = inv_t[:, :2] @ donor_transform[:, :2]
+    return np.column_stack([lin, inv_t[:, :2] @ donor_transform[:, 2] + inv_t[:, 2]])
+
+
+def warp_lower_face(donor: np.ndarray, donor_landmarks: np.ndarray, donor_transform: np.ndarray,
+                    target_landmarks: np.ndarray, target_transform: np.ndarray,
+                    box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The donor's face drawn into the target's crop ``box``, and its landmarks there (68, 2).
+
+    ``donor`` is the donor's full RGB frame; landmarks are in each frame's pixels.
+    """
+    x0, y0, x1, y1 = box
+    a = donor_to_target(donor_transform, target_transform)
+    aligned = geo.apply(a, donor_landmarks)
+    dest = aligned.copy()
+    dest[ANCHORED] = target_landmarks[ANCHORED]
+    # Backward displacement (output point -> aligned donor point), zero on the crop's border.
+    border = _border_points(box)
+    ctrl = np.vstack([dest, border])
+    disp = np.vstack([aligned - dest, np.zeros_like(border)])
+    grid_x = np.linspace(x0, x1 - 1, _GRID)
+    grid_y = np.linspace(y0, y1 - 1, _GRID)
+    gx, gy = np.meshgrid(grid_x, grid_y)
+    field = _rbf(ctrl, disp, np.column_stack([gx.ravel(), gy.ravel()]), (x1 - x0) / 6)
+    w, h = x1 - x0, y1 - y0
+    dx = cv2.resize(field[:, 0].reshape(_GRID, _GRID).astype(np.float32), (w, h),
+                    interpolation=cv2.INTER_LINEAR)
+    dy = cv2.resize(field[:, 1].reshape(_GRID, _GRID).astype(np.float32), (w, h),
+                    interpolation=cv2.INTER_LINEAR)
+    px, py = np.meshgrid(np.arange(x0, x1, dtype=np.float32), np.arange(y0, y1, dtype=np.float32))
+    qx, qy = px + dx, py + dy
+    inv = geo.invert(a)
+    map_x = (inv[0, 0] * qx + inv[0, 1] * qy + inv[0, 2]).astype(np.float32)
+    map_y = (inv[1, 0] * qx + inv[1, 1] * qy + inv[1, 2]).astype(np.float32)
+    crop = cv2.remap(donor, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return crop, dest
+
+
+def _border_points(box: tuple[int, int, int, int], per_side: int = 6) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    t = np.linspace(0, 1, per_side, endpoint=False)
+    xs, ys = x0 + t * (x1 - x0), y0 + t * (y1 - y0)
+    return np.vstack([np.column_stack([xs, np.full_like(xs, y0)]),
+                      np.column_stack([np.full_like(ys, x1), ys]),
+                      np.column_stack([x1 - t * (x1 - x0), np.full_like(xs, y1)]),
+                      np.column_stack([np.full_like(ys, x0), y1 - t * (y1 - y0)])])
+
+
+def _rbf(ctrl: np.ndarray, values: np.ndarray, at: np.ndarray, radius: float) -> np.ndarray:
+    """Gaussian radial-basis interpolation of ``values`` given at ``ctrl``, evaluated ``at``."""
+    def kernel(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        d2 = ((p[:, None, :] - q[None, :, :]) ** 2).sum(-1)
+        return np.exp(-d2 / (2 * radius * radius))
+
+    k = kernel(ctrl, ctrl) + 1e-6 * np.eye(len(ctrl))
+    weights = np.linalg.solve(k, values)
+    return kernel(at, ctrl) @ weights

@@ -1,0 +1,136 @@
+"""The lip-sync pipeline end to end on a real clip: what changes, what must not, and edge cases."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from engine.errors import Cancelled
+from engine.face.analysis import analyze_range
+from engine.lipsync.motion import MotionModel, MotionSettings
+from engine.media.frame import planes_from_av
+from engine.pipeline import SyncSettings, sync
+from engine.progress import CancelToken
+from engine.render import ExportSettings
+from tests.conftest import shared_clip
+from tests.media_factory import decode_all, make_video
+
+TRAIN = (0.0, 4.0)
+RANGE = (4.0, 6.0)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("sync-cache")
+
+
+@pytest.fixture(autouse=True)
+def _shared_cache(cache, monkeypatch):
+    # One face analysis of the clip serves every test here.
+    monkeypatch.setenv("REDUB_CACHE_DIR", str(cache))
+
+
+@pytest.fixture(scope="module")
+def clip():
+    return shared_clip("hdtf_aoc_512.mp4")
+
+
+@pytest.fixture(scope="module")
+def dub(tmp_path_factory):
+    return shared_clip("speech_radio31_16k.wav")
+
+
+def _wav(path, seconds, rate=16000, speech=True):
+    t = np.arange(int(seconds * rate)) / rate
+    x = np.zeros_like(t, dtype=np.float32)
+    if speech:  # syllable-like bursts of a voiced sound
+        gate = (np.sin(2 * np.pi * 3 * t) > 0).astype(np.float32)
+        x = (0.3 * gate * np.sign(np.sin(2 * np.pi * 140 * t))).astype(np.float32)
+    sf.write(path, x, rate)
+    return path
+
+
+def _run(clip, dub, out, **kw):
+    settings = kw.pop("settings", SyncSettings(train_range=TRAIN))
+    return sync(clip, dub, ExportSettings(output=str(out), codec="ffv1"), ranges=[RANGE],
+                settings=settings, **kw)
+
+
+def test_only_the_mouth_region_changes_and_runs_repeat_exactly(tmp_path, clip, dub):
+    previews = []
+    a = _run(clip, dub, tmp_path / "a.mkv", preview=lambda f: previews.append(f.index))
+    b = _run(clip, dub, tmp_path / "b.mkv")
+    src, out_a, out_b = decode_all(clip), decode_all(a.path), decode_all(b.path)
+    assert len(out_a) == len(src) == 200 and previews == list(range(200))
+    analysis = analyze_range(clip, 0.0, 8.0)
+    changed_frames = 0
+    for i, (s, fa, fb) in enumerate(zip(src, out_a, out_b)):
+        ps, pa, pb = planes_from_av(s), planes_from_av(fa), planes_from_av(fb)
+        assert all(np.array_equal(x, y) for x, y in zip(pa, pb)), f"frame {i} not repeatable"
+        diff = ps[0] != pa[0]
+        t = i / 25
+        if not RANGE[0] <= t < RANGE[1]:
+            assert not diff.any(), f"frame {i} outside the range changed"
+            continue
+        changed_frames += bool(diff.any())
+        x0, y0, x1, y1 = analysis.crop_boxes[i]
+        ys, xs = np.nonzero(diff)
+        if ys.size:
+            assert ys.min() >= np.floor(y0) - 1 and ys.max() <= np.ceil(y1) + 1
+            assert xs.min() >= np.floor(x0) - 1 and xs.max() <= np.ceil(x1) + 1
+            # Nothing above the nose changes: the eyes are the source's.
+            nose_y = analysis.landmarks[i][27:31, 1].min()
+            assert ys.min() > nose_y
+    assert changed_frames >= 45
+
+
+def test_cancel_leaves_no_output(tmp_path, clip, dub):
+    token = CancelToken()
+
+    def progress(stage, done, total):
+        if stage == "export" and done == 120:
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        _run(clip, dub, tmp_path / "c.mkv", progress=progress, cancel=token)
+    assert os.listdir(tmp_path) == []
+
+
+def test_silent_dub_keeps_the_mouth_closed(tmp_path, clip):
+    silent = _wav(tmp_path / "silent.wav", 8.0, speech=False)
+    result = _run(clip, silent, tmp_path / "s.mkv")
+    assert any("silent" in n for n in result.notes)
+    codes = np.array([[0.05, 1.0], [0.3, -1.0], [0.2, 0.5]])
+    model = MotionModel.fit(np.random.default_rng(0).normal(size=(60, 21)),
+                            np.repeat(codes, 20, axis=0), 25.0)
+    predicted = model.predict(np.random.default_rng(1).normal(size=(30, 21)),
+                              np.zeros(30, bool), 25.0, MotionSettings())
+    assert np.allclose(predicted, model.rest)
+
+
+def test_dub_shorter_and_longer_than_the_range(tmp_path, clip):
+    short = _wav(tmp_path / "short.wav", 4.8)  # ends 0.8 s into the 4-6 s range
+    notes = _run(clip, short, tmp_path / "short.mkv").notes
+    assert any("resting mouth after it" in n for n in notes)
+    long = _wav(tmp_path / "long.wav", 8.0)
+    notes = _run(clip, long, tmp_path / "long.mkv").notes
+    assert any("cut at the range end" in n for n in notes)
+
+
+def test_short_footage_falls_back_to_the_generic_mapping(tmp_path, clip, dub):
+    settings = SyncSettings(train_range=(4.0, 5.5))
+    notes = _run(clip, dub, tmp_path / "g.mkv", settings=settings).notes
+    assert any("generic mapping" in n for n in notes)
+
+
+def test_a_range_without_a_face_passes_through(tmp_path, dub):
+    video = make_video(tmp_path / "noface.mkv", codec="ffv1", frames=50, gop=1, bframes=0,
+                       size=(320, 180))
+    result = sync(video, dub, ExportSettings(output=str(tmp_path / "o.mkv"), codec="ffv1"),
+                  ranges=[(0.5, 1.5)])
+    assert any("no face" in n for n in result.notes)
+    src, out = decode_all(video), decode_all(result.path)
+    assert all(np.array_equal(planes_from_av(a)[0], planes_from_av(b)[0])
+               for a, b in zip(src, out))
