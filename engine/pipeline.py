@@ -19,7 +19,8 @@ from engine.blend import match_colors, pyramid_blend
 from engine.errors import RedubError, UsageError
 from engine.face.analysis import NoFaceError, Target, analyze_range
 from engine.lipsync.backend import SyncContext, create_generator
-from engine.mask import MaskSettings, frame_mask, landmark_mask
+from engine.lipsync.retrieval import even_box
+from engine.mask import MaskSettings, face_scale, frame_mask, landmark_mask, landmark_polygon
 from engine.media.audio import read_audio
 from engine.media.frame import Frame
 from engine.media.probe import probe
@@ -105,7 +106,8 @@ def sync(video: str | os.PathLike, dub: str | os.PathLike, export: ExportSetting
             if not (0 <= k < len(analysis)) or not edit[k] or not analysis.found[k]:
                 out = frame
             else:
-                out = _blend(frame, generator.generate(frame, k), analysis, k, settings)
+                box = _region(analysis.landmarks[k], analysis.crop_boxes[k], frame, settings)
+                out = _blend(frame, generator.generate(frame, k, box), analysis, k, settings)
             if preview is not None:
                 preview(out)
             return out
@@ -118,13 +120,29 @@ def sync(video: str | os.PathLike, dub: str | os.PathLike, export: ExportSetting
     return result
 
 
+def _region(landmarks: np.ndarray, crop_box: np.ndarray, frame: Frame,
+            settings: SyncSettings) -> tuple[int, int, int, int]:
+    """The part of the face crop an edit can touch: the mask's outline with room to move.
+
+    Working on this box rather than the whole face crop saves most of the per-frame cost.
+    """
+    poly = landmark_polygon(landmarks, settings.mask.kind)
+    # Room for the soft edge, and for a chin that drops lower than the original's.
+    pad = (max(settings.mask.dilation, 0.0) + settings.mask.feather + 0.3) * face_scale(landmarks)
+    lo = np.maximum(poly.min(0) - pad, crop_box[:2])
+    hi = np.minimum(poly.max(0) + pad, crop_box[2:])
+    return even_box(np.concatenate([lo, hi]), frame.width, frame.height)
+
+
 def _blend(frame: Frame, gen, analysis, k: int, settings: SyncSettings) -> Frame:
     x0, y0, x1, y1 = gen.box
     original = frame.rgb()[y0:y1, x0:x1]
     mask = np.maximum(frame_mask(analysis.landmarks[k], gen.box, analysis.transforms[k],
                                  settings.mask),
                       landmark_mask(gen.landmarks, gen.box, settings.mask))
-    image = match_colors(gen.image, original, mask) if settings.color_match else gen.image
+    # Means only: the donor is footage of the same face, its contrast is already right.
+    image = (match_colors(gen.image, original, mask, spread=False) if settings.color_match
+             else gen.image)
     blended = pyramid_blend(original, image, mask)
     return frame.with_region(x0, y0, blended, mask=mask)
 

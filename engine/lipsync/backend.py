@@ -50,8 +50,8 @@ class Generator(Protocol):
     def prepare(self, ctx: SyncContext) -> None:
         """Whole-job work: learn, predict, plan."""
 
-    def generate(self, frame: Frame, k: int) -> Generated:
-        """The crop for ``frame``, analysed frame ``k`` (edited and with a face)."""
+    def generate(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
+        """The picture of ``box`` in ``frame`` (analysed frame ``k``) with the new mouth."""
 
     def close(self) -> None:
         """Release readers and sessions."""

@@ -69,13 +69,13 @@ class RetrievalGenerator:
         self._analysis = a
         self._donors = VideoReader(ctx.video, cache_bytes=self.cache_bytes)
 
-    def generate(self, frame: Frame, k: int) -> Generated:
+    def generate(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
         a = self._analysis
         d = int(self.plan[k])
         donor = self._donors.frame(a.start + d)
-        box = even_box(a.crop_boxes[k], frame.width, frame.height)
+        face_box = even_box(a.crop_boxes[k], frame.width, frame.height)
         crop, landmarks = warp_lower_face(donor.rgb(), a.landmarks[d], a.transforms[d],
-                                          a.landmarks[k], a.transforms[k], box)
+                                          a.landmarks[k], a.transforms[k], box, face_box)
         return Generated(box=box, image=crop, landmarks=landmarks)
 
     def close(self) -> None:

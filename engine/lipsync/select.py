@@ -15,7 +15,7 @@ import numpy as np
 @dataclass(frozen=True)
 class SelectSettings:
     candidates: int = 24  # nearest source frames considered per output frame
-    pose_weight: float = 0.5  # per (10 degrees)^2 of head-pose difference
+    pose_weight: float = 2.0  # per (10 degrees)^2 of head-pose difference
     jump_cost: float = 1.5  # switching to a non-consecutive source frame
     hold_cost: float = 0.8  # showing the same source frame twice (a frozen mouth)
 

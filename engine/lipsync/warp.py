@@ -28,10 +28,13 @@ def donor_to_target(donor_transform: np.ndarray, target_transform: np.ndarray) -
 
 def warp_lower_face(donor: np.ndarray, donor_landmarks: np.ndarray, donor_transform: np.ndarray,
                     target_landmarks: np.ndarray, target_transform: np.ndarray,
-                    box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """The donor's face drawn into the target's crop ``box``, and its landmarks there (68, 2).
+                    box: tuple[int, int, int, int],
+                    face_box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The donor's face drawn into the target's ``box``, and its landmarks there (68, 2).
 
-    ``donor`` is the donor's full RGB frame; landmarks are in each frame's pixels.
+    ``donor`` is the donor's full RGB frame; landmarks are in each frame's pixels. The local
+    warp fades to nothing at the edge of ``face_box`` (the whole face crop), which must hold
+    ``box``: solving it on the small box alone would fold the picture near its edges.
     """
     x0, y0, x1, y1 = box
     a = donor_to_target(donor_transform, target_transform)
@@ -39,13 +42,14 @@ def warp_lower_face(donor: np.ndarray, donor_landmarks: np.ndarray, donor_transf
     dest = aligned.copy()
     dest[ANCHORED] = target_landmarks[ANCHORED]
     # Backward displacement (output point -> aligned donor point), zero on the crop's border.
-    border = _border_points(box)
+    border = _border_points(face_box)
     ctrl = np.vstack([dest, border])
     disp = np.vstack([aligned - dest, np.zeros_like(border)])
     grid_x = np.linspace(x0, x1 - 1, _GRID)
     grid_y = np.linspace(y0, y1 - 1, _GRID)
     gx, gy = np.meshgrid(grid_x, grid_y)
-    field = _rbf(ctrl, disp, np.column_stack([gx.ravel(), gy.ravel()]), (x1 - x0) / 6)
+    field = _rbf(ctrl, disp, np.column_stack([gx.ravel(), gy.ravel()]),
+                 (face_box[2] - face_box[0]) / 6)
     w, h = x1 - x0, y1 - y0
     dx = cv2.resize(field[:, 0].reshape(_GRID, _GRID).astype(np.float32), (w, h),
                     interpolation=cv2.INTER_LINEAR)
