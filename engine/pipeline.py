@@ -104,16 +104,12 @@ def sync(video: str | os.PathLike, dub: str | os.PathLike, export: ExportSetting
         def edit_frame(frame: Frame) -> Frame:
             k = frame.index - analysis.start
             if not (0 <= k < len(analysis)) or not edit[k] or not analysis.found[k]:
-                out = frame
-            else:
-                box = _region(analysis.landmarks[k], analysis.crop_boxes[k], frame, settings)
-                out = _blend(frame, generator.generate(frame, k, box), analysis, k, settings)
-            if preview is not None:
-                preview(out)
-            return out
+                return frame
+            box = _region(analysis.landmarks[k], analysis.crop_boxes[k], frame, settings)
+            return _blend(frame, generator.generate(frame, k, box), analysis, k, settings)
 
         result = render(video, export, dub=dub, dub_offset=dub_offset, ranges=edit_ranges,
-                        edit=edit_frame, progress=progress, cancel=cancel)
+                        edit=edit_frame, on_frame=preview, progress=progress, cancel=cancel)
     finally:
         generator.close()
     result.notes[:0] = notes
@@ -136,7 +132,7 @@ def _region(landmarks: np.ndarray, crop_box: np.ndarray, frame: Frame,
 
 def _blend(frame: Frame, gen, analysis, k: int, settings: SyncSettings) -> Frame:
     x0, y0, x1, y1 = gen.box
-    original = frame.rgb()[y0:y1, x0:x1]
+    original = frame.rgb_region(x0, y0, x1, y1)
     mask = np.maximum(frame_mask(analysis.landmarks[k], gen.box, analysis.transforms[k],
                                  settings.mask),
                       landmark_mask(gen.landmarks, gen.box, settings.mask))

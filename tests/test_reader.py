@@ -148,3 +148,14 @@ def test_masked_region_edit_changes_only_masked_pixels(tmp_path):
         assert cu[:, 0].min() >= 37 // 2 and cu[:, 0].max() <= 48 // 2
         assert cu[:, 1].min() >= 47 // 2 and cu[:, 1].max() <= 58 // 2
         assert np.abs(edited.rgb()[40:46, 50:56].astype(int) - (10, 200, 40)).max() <= 4
+
+
+def test_rgb_region_equals_the_full_conversion(tmp_path):
+    path = make_video(tmp_path / "r.mp4", frames=2, size=(160, 96))
+    with VideoReader(path) as r:
+        full = r.frame(1).rgb().copy()
+        r.cache.clear()
+        fresh = r.frame(1)
+        for box in [(0, 0, 160, 96), (41, 17, 99, 63), (150, 90, 160, 96), (1, 1, 2, 2)]:
+            x0, y0, x1, y1 = box
+            assert np.array_equal(fresh.rgb_region(*box), full[y0:y1, x0:x1]), box

@@ -74,7 +74,7 @@ class RetrievalGenerator:
         d = int(self.plan[k])
         donor = self._donors.frame(a.start + d)
         face_box = even_box(a.crop_boxes[k], frame.width, frame.height)
-        crop, landmarks = warp_lower_face(donor.rgb(), a.landmarks[d], a.transforms[d],
+        crop, landmarks = warp_lower_face(donor, a.landmarks[d], a.transforms[d],
                                           a.landmarks[k], a.transforms[k], box, face_box)
         return Generated(box=box, image=crop, landmarks=landmarks)
 

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from engine.face import geometry as geo
+from engine.media.frame import Frame
 
 # Points that take the target's position (the face around the mouth) and those that keep the
 # donor's (the mouth and the chin that moves with it).
@@ -26,13 +27,14 @@ def donor_to_target(donor_transform: np.ndarray, target_transform: np.ndarray) -
     return np.column_stack([lin, inv_t[:, :2] @ donor_transform[:, 2] + inv_t[:, 2]])
 
 
-def warp_lower_face(donor: np.ndarray, donor_landmarks: np.ndarray, donor_transform: np.ndarray,
+def warp_lower_face(donor: Frame, donor_landmarks: np.ndarray, donor_transform: np.ndarray,
                     target_landmarks: np.ndarray, target_transform: np.ndarray,
                     box: tuple[int, int, int, int],
                     face_box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The donor's face drawn into the target's ``box``, and its landmarks there (68, 2).
 
-    ``donor`` is the donor's full RGB frame; landmarks are in each frame's pixels. The local
+    ``donor`` is the donor frame (only the part the box maps to is converted to RGB);
+    landmarks are in each frame's pixels. The local
     warp fades to nothing at the edge of ``face_box`` (the whole face crop), which must hold
     ``box``: solving it on the small box alone would fold the picture near its edges.
     """
@@ -60,7 +62,14 @@ def warp_lower_face(donor: np.ndarray, donor_landmarks: np.ndarray, donor_transf
     inv = geo.invert(a)
     map_x = (inv[0, 0] * qx + inv[0, 1] * qy + inv[0, 2]).astype(np.float32)
     map_y = (inv[1, 0] * qx + inv[1, 1] * qy + inv[1, 2]).astype(np.float32)
-    crop = cv2.remap(donor, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # Read only the donor pixels the maps reach (plus one for bilinear interpolation).
+    dx0 = int(np.clip(np.floor(map_x.min()), 0, donor.width - 1))
+    dy0 = int(np.clip(np.floor(map_y.min()), 0, donor.height - 1))
+    dx1 = int(np.clip(np.ceil(map_x.max()) + 2, dx0 + 1, donor.width))
+    dy1 = int(np.clip(np.ceil(map_y.max()) + 2, dy0 + 1, donor.height))
+    source = donor.rgb_region(dx0, dy0, dx1, dy1)
+    crop = cv2.remap(source, map_x - dx0, map_y - dy0, cv2.INTER_LINEAR,
+                     borderMode=cv2.BORDER_REPLICATE)
     return crop, dest
 
 

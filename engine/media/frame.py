@@ -136,6 +136,31 @@ class Frame:
             self._rgb = to_rgb(src, self.color, self.pix_fmt, self.height)
         return self._rgb
 
+    def rgb_region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        """8-bit RGB of the box (x1, y1 exclusive), equal to ``rgb()[y0:y1, x0:x1]``.
+
+        Converts only the box (with a margin for chroma interpolation) unless the whole
+        frame's RGB view already exists: editing a mouth needs a few percent of a 4K frame.
+        """
+        if self._rgb is not None:
+            return self._rgb[y0:y1, x0:x1]
+        sx, sy = self._subsampling()
+        margin = 4 * max(sx, sy)  # swscale's chroma filters reach a sample or two
+        hx0, hy0 = max(x0 - margin, 0) // sx * sx, max(y0 - margin, 0) // sy * sy
+        hx1 = min(-(-(x1 + margin) // sx) * sx, self.width)
+        hy1 = min(-(-(y1 + margin) // sy) * sy, self.height)
+        rgb = to_rgb(av_from_planes(self._plane_box(hx0, hy0, hx1, hy1), self.pix_fmt,
+                                    hx1 - hx0, hy1 - hy0), self.color, self.pix_fmt, self.height)
+        return rgb[y0 - hy0 : y1 - hy0, x0 - hx0 : x1 - hx0]
+
+    def _plane_box(self, x0: int, y0: int, x1: int, y1: int,
+                   planes: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, ...]:
+        """The planes' samples covering a chroma-aligned box of the picture."""
+        sx, sy = self._subsampling()
+        return tuple(pl[y0 // sy : -(-y1 // sy), x0 // sx : -(-x1 // sx)]
+                     if self._is_subsampled_plane(p, sx, sy) else pl[y0:y1, x0:x1]
+                     for p, pl in enumerate(planes if planes is not None else self.planes))
+
     def with_region(self, x: int, y: int, patch: np.ndarray,
                     mask: np.ndarray | None = None) -> Frame:
         """A new frame equal to this one except inside the RGB ``patch`` placed at (x, y).
@@ -152,7 +177,7 @@ class Frame:
         x0, y0 = (x // sx) * sx, (y // sy) * sy
         x1 = min(-(-(x + pw) // sx) * sx, self.width)
         y1 = min(-(-(y + ph) // sy) * sy, self.height)
-        region = self.rgb()[y0:y1, x0:x1].copy()
+        region = self.rgb_region(x0, y0, x1, y1).copy()
         region[y - y0 : y - y0 + ph, x - x0 : x - x0 + pw] = patch
         native = from_rgb(region, self.pix_fmt, self.color, self.height)
         changed = np.zeros((y1 - y0, x1 - x0), bool)
@@ -175,9 +200,7 @@ class Frame:
         edited = replace(self, planes=tuple(new_planes), _rgb=None)
         if self._rgb is not None:
             # Refresh only the hull of the cached RGB view instead of converting the whole frame.
-            hull = tuple(pl[y0 // sy : -(-y1 // sy), x0 // sx : -(-x1 // sx)]
-                         if self._is_subsampled_plane(p, sx, sy) else pl[y0:y1, x0:x1]
-                         for p, pl in enumerate(new_planes))
+            hull = self._plane_box(x0, y0, x1, y1, tuple(new_planes))
             rgb = self._rgb.copy()
             rgb[y0:y1, x0:x1] = to_rgb(av_from_planes(hull, self.pix_fmt, x1 - x0, y1 - y0),
                                        self.color, self.pix_fmt, self.height)
@@ -202,7 +225,7 @@ def to_rgb(frame: av.VideoFrame, color: ColorInfo, pix_fmt: str, height: int) ->
     matrix = color.effective_matrix(height)
     rgb = frame.reformat(format="rgb24", src_colorspace=matrix, dst_colorspace=matrix,
                          src_color_range=color.effective_range(pix_fmt),
-                         dst_color_range=_RANGE_JPEG)
+                         dst_color_range=_RANGE_JPEG, threads=_threads(frame))
     return np.ascontiguousarray(rgb.to_ndarray())
 
 
@@ -216,5 +239,11 @@ def from_rgb(rgb: np.ndarray, pix_fmt: str, color: ColorInfo,
     src = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
     out = src.reformat(format=pix_fmt, src_colorspace=matrix, dst_colorspace=matrix,
                        src_color_range=_RANGE_JPEG,
-                       dst_color_range=color.effective_range(pix_fmt))
+                       dst_color_range=color.effective_range(pix_fmt), threads=_threads(src))
     return planes_from_av(out)
+
+
+def _threads(frame: av.VideoFrame) -> int:
+    # Starting swscale's thread pool costs more than converting a face-sized region (about
+    # 0.3 ms against 0.05 ms); whole frames are worth it.
+    return 1 if frame.width * frame.height < (1 << 19) else 0
