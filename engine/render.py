@@ -11,6 +11,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 from engine.errors import RedubError, UsageError
 from engine.media.frame import Frame
 from engine.media.mix import DubMix
+from engine.media.probe import probe
 from engine.media.reader import VideoReader
 from engine.media.writer import VideoWriter, check_output_path
 from engine.progress import CancelToken, ProgressFn, no_progress
@@ -124,8 +125,6 @@ def _edited(frames: Iterable[Frame], edit: FrameEdit | None, workers: int) -> It
 
 
 def _audio_duration(path: str | os.PathLike) -> float:
-    from engine.media.probe import probe
-
     info = probe(path)
     if not info.audio:
         raise RedubError("has no audio stream to use as a dub", path)

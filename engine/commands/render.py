@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 from engine.commands.progressbar import ProgressBar
+from engine.errors import RedubError
 from engine.media.codecs import PRESETS
 from engine.media.probe import probe
-from engine.render import ExportSettings, render
-from engine.errors import RedubError
+from engine.progress import ProgressFn
+from engine.render import ExportSettings, RenderResult, render
 from engine.timecode import parse_range, parse_time
 
 
@@ -56,10 +58,15 @@ def timeline(args: argparse.Namespace) -> tuple[float, list[tuple[float, float]]
 
 def run(args: argparse.Namespace) -> int:
     offset, ranges = timeline(args)
+    return run_export(lambda bar: render(args.video, export_settings(args), dub=args.audio,
+                                         dub_offset=offset, ranges=ranges, progress=bar))
+
+
+def run_export(job: Callable[[ProgressFn], RenderResult]) -> int:
+    """Run an export with a progress bar, then print its notes and a summary line."""
     bar = ProgressBar()
     try:
-        result = render(args.video, export_settings(args), dub=args.audio, dub_offset=offset,
-                        ranges=ranges, progress=bar)
+        result = job(bar)
     finally:
         bar.finish()
     for note in result.notes:

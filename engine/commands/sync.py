@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from engine.commands.progressbar import ProgressBar
 from engine.commands.render import (add_export_arguments, add_timeline_arguments,
-                                    export_settings, timeline)
+                                    export_settings, run_export, timeline)
 from engine.face.analysis import Target
 from engine.lipsync.backend import GENERATORS
 from engine.media.probe import probe
@@ -38,14 +37,6 @@ def run(args: argparse.Namespace) -> int:
         train_range=parse_range(args.train_range, fps) if args.train_range else None,
         openness_gain=args.openness, audio_offset_ms=args.audio_offset_ms,
         target=Target.parse(args.target, float(fps)) if args.target else None)
-    bar = ProgressBar()
-    try:
-        result = sync(args.video, args.audio, export_settings(args), dub_offset=offset,
-                      ranges=ranges, settings=settings, progress=bar)
-    finally:
-        bar.finish()
-    for note in result.notes:
-        print(f"note: {note}")
-    print(f"wrote {result.path}: {result.frames} frames in {result.seconds:.1f} s "
-          f"({result.fps:.1f} fps)")
-    return 0
+    return run_export(lambda bar: sync(args.video, args.audio, export_settings(args),
+                                       dub_offset=offset, ranges=ranges, settings=settings,
+                                       progress=bar))
