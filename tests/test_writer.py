@@ -176,3 +176,13 @@ def test_full_disk_gives_clear_error_and_no_file(tmp_path):
                 w.write(f)
             w.close()
     assert set(os.listdir(tmp_path)) == before
+
+
+def test_dnxhr_keeps_bt601_tags(tmp_path):
+    # The DNxHD decoder reports BT.709 on every frame; the container's tags must win.
+    bt601 = (6, 6, 6, 1)
+    src = make_video(tmp_path / "s.mkv", codec="ffv1", gop=1, bframes=0, frames=3,
+                     size=(256, 144), color=bt601)
+    out = _export(src, tmp_path / "o.mov", "dnxhr")
+    assert probe(out).video[0].color == probe(src).video[0].color
+    assert probe(out).video[0].color.matrix == 6

@@ -10,7 +10,7 @@ import numpy as np
 
 from engine.errors import RedubError
 from engine.media.container import decode_error, open_input
-from engine.media.frame import ColorInfo, native_format
+from engine.media.frame import UNSPECIFIED, ColorInfo, native_format
 from engine.media.index import FrameIndex, scan_index
 
 
@@ -152,8 +152,7 @@ def _probe_video(path: str, stream: av.VideoStream) -> VideoStreamInfo:
         frame_count=count, duration=duration,
         start_time=float(index.pts[0] * tb), rotation=rotation,
         sample_aspect_ratio=Fraction(stream.sample_aspect_ratio or 1),
-        color=ColorInfo(primaries=int(first.color_primaries), transfer=int(first.color_trc),
-                        matrix=int(first.colorspace), range=int(first.color_range)),
+        color=_color(cc, first),
         bit_rate=cc.bit_rate or None, index_data=index,
         truncated=_is_truncated(stream, count, duration, float(index.frame_durations()[-1])))
 
@@ -166,6 +165,21 @@ def _is_truncated(stream: av.VideoStream, count: int, duration: float, last: flo
         declared = float(stream.duration * stream.time_base)
         return declared - duration > 2 * last + 1e-3
     return False
+
+
+def _color(cc: av.VideoCodecContext, frame: av.VideoFrame) -> ColorInfo:
+    """The stream's colour tags, taking the container's where it sets them.
+
+    Some decoders (DNxHD) report their bitstream's fixed BT.709 on every frame, while the
+    container (a mov 'colr' atom) carries what the picture really is.
+    """
+    def pick(stream_value: int, frame_value: int, unset: int) -> int:
+        return int(stream_value) if int(stream_value) != unset else int(frame_value)
+
+    return ColorInfo(primaries=pick(cc.color_primaries, frame.color_primaries, UNSPECIFIED),
+                     transfer=pick(cc.color_trc, frame.color_trc, UNSPECIFIED),
+                     matrix=pick(cc.colorspace, frame.colorspace, UNSPECIFIED),
+                     range=pick(cc.color_range, frame.color_range, 0))
 
 
 def _first_frame(container: av.container.InputContainer, stream: av.VideoStream,

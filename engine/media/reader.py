@@ -18,7 +18,7 @@ import numpy as np
 from engine.errors import RedubError
 from engine.media.cache import FrameCache
 from engine.media.container import decode_error, open_input
-from engine.media.frame import ColorInfo, Frame, native_format, planes_from_av
+from engine.media.frame import Frame, native_format, planes_from_av
 from engine.media.index import FrameIndex
 from engine.media.probe import MediaInfo, VideoStreamInfo, probe
 
@@ -132,7 +132,7 @@ class _Decoder:
         self.stream.thread_type = "AUTO"
         self.stream.codec_context.thread_count = reader._threads
         self._rot = self.info.rotation // 90
-        self._color: ColorInfo | None = None
+        self._color = reader.info.color  # the stream's tags (see probe): one per stream
         self._frames = self._decode(start)
 
     def can_reach(self, i: int) -> bool:
@@ -195,11 +195,6 @@ class _Decoder:
             planes = tuple(np.ascontiguousarray(np.rot90(p, self._rot)) for p in planes)
             if self._rot % 2:
                 w, h = h, w
-        if self._color is None:
-            self._color = ColorInfo(primaries=int(av_frame.color_primaries),
-                                    transfer=int(av_frame.color_trc),
-                                    matrix=int(av_frame.colorspace),
-                                    range=int(av_frame.color_range))
         return Frame(index=i, time=float(self.index.times[i]),
                      pts=int(self.index.pts[i] - self.index.start_pts), pix_fmt=fmt,
                      width=w, height=h, planes=planes, color=self._color)
