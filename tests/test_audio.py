@@ -12,6 +12,7 @@ import soundfile as sf
 from engine.errors import RedubError, UsageError
 from engine.media import audio as audio_mod
 from engine.media.audio import Audio, AudioStream, NoAudioError, read_audio
+from tests.media_factory import make_video
 
 SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 
@@ -68,17 +69,7 @@ def write_av(path: Path, samples: np.ndarray, rate: int, codec: str = "aac", vid
 
 
 def write_video_only(path: Path, frames: int = 5) -> Path:
-    with av.open(str(path), "w") as out:
-        vs = out.add_stream("mpeg4", rate=25)
-        vs.width, vs.height, vs.pix_fmt = 64, 64, "yuv420p"
-        for i in range(frames):
-            img = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i * 40, np.uint8), format="rgb24")
-            img.pts = i
-            for packet in vs.encode(img):
-                out.mux(packet)
-        for packet in vs.encode(None):
-            out.mux(packet)
-    return path
+    return make_video(path, frames=frames, size=(64, 64), codec="mpeg4", bframes=0)
 
 
 # Exactness and conversion.
