@@ -15,7 +15,7 @@ import numpy as np
 
 from engine.audio import features_from_samples
 from engine.audio.mel import SAMPLE_RATE
-from engine.blend import match_colors, pyramid_blend
+from engine.blend import match_mean, pyramid_blend
 from engine.errors import RedubError, UsageError
 from engine.face.analysis import NoFaceError, Target, analyze_range
 from engine.lipsync.backend import SyncContext, create_generator
@@ -136,9 +136,7 @@ def _blend(frame: Frame, gen, analysis, k: int, settings: SyncSettings) -> Frame
     mask = np.maximum(frame_mask(analysis.landmarks[k], gen.box, analysis.transforms[k],
                                  settings.mask),
                       landmark_mask(gen.landmarks, gen.box, settings.mask))
-    # Means only: the donor is footage of the same face, its contrast is already right.
-    image = (match_colors(gen.image, original, mask, spread=False) if settings.color_match
-             else gen.image)
+    image = match_mean(gen.image, original, mask) if settings.color_match else gen.image
     blended = pyramid_blend(original, image, mask)
     return frame.with_region(x0, y0, blended, mask=mask)
 

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.blend import alpha_blend, match_colors, pyramid_blend, pyramid_levels
+from engine.blend import alpha_blend, match_colors, match_mean, pyramid_blend, pyramid_levels
 from engine.mask import MaskOverride, frame_mask, polygon_mask
 from engine.media.reader import VideoReader
 from tests.conftest import shared_clip
@@ -139,3 +139,15 @@ def test_real_frames_written_back_change_only_under_the_mask():
     assert (mask[hand_px] == 0).all() and hand_px.sum() > 500
     mouth = np.abs(luma_after.astype(int) - luma_before)[y0:y1, x0:x1][mask == 1]
     assert mouth.mean() > 5  # the open mouth did arrive
+
+
+def test_match_mean_removes_a_lighting_shift_measured_in_the_soft_edge():
+    rng = np.random.default_rng(3)
+    original = rng.integers(60, 190, (64, 64, 3), dtype=np.uint8)
+    generated = np.clip(original.astype(int) + (12, -8, 5), 0, 255).astype(np.uint8)
+    mask = np.zeros((64, 64), np.float32)
+    mask[16:48, 16:48] = 1.0
+    mask[12:16, 12:52] = mask[48:52, 12:52] = 0.5
+    mask[12:52, 12:16] = mask[12:52, 48:52] = 0.5
+    fixed = match_mean(generated, original, mask)
+    assert np.abs(fixed.astype(int) - original.astype(int)).max() <= 1

@@ -13,10 +13,10 @@ import numpy as np
 from engine.face import geometry as geo
 from engine.media.frame import Frame
 
-# Points that take the target's position (the face around the mouth) and those that keep the
-# donor's (the mouth and the chin that moves with it).
-ANCHORED = np.r_[0:4, 13:17, 27:48]
-MOVING = np.r_[4:13, 48:68]
+# Points that take the target's position: the jaw's sides (where a donor's different outline
+# would show as a ghost contour), nose and eyes. The rest, the mouth and the chin that moves
+# with it, keeps the donor's shape.
+ANCHORED = np.r_[0:6, 11:17, 27:48]
 _GRID = 24  # the dense warp is solved on a coarse grid and interpolated
 
 
