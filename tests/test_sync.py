@@ -104,7 +104,7 @@ def test_silent_dub_keeps_the_mouth_closed(tmp_path, clip):
     assert any("silent" in n for n in result.notes)
     codes = np.array([[0.05, 1.0], [0.3, -1.0], [0.2, 0.5]])
     model = MotionModel.fit(np.random.default_rng(0).normal(size=(60, 21)),
-                            np.repeat(codes, 20, axis=0), 25.0)
+                            np.repeat(codes, 20, axis=0))
     predicted = model.predict(np.random.default_rng(1).normal(size=(30, 21)),
                               np.zeros(30, bool), 25.0, MotionSettings())
     assert np.allclose(predicted, model.rest)

@@ -9,7 +9,6 @@ the resting mouth where there is no speech.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,15 +53,14 @@ class MotionModel:
     generic: bool  # True: the speaker-independent fallback (too little footage)
 
     @staticmethod
-    def fit(x: np.ndarray, codes: np.ndarray, fps: float,
+    def fit(x: np.ndarray, codes: np.ndarray,
             settings: MotionSettings = MotionSettings()) -> MotionModel:
-        """Learn from training frames: features ``x`` (N, F) and measured shape codes (N, D)."""
+        """Learn from training frames: features ``x`` (N, F) and measured shape codes (N, D).
+
+        Needs at least ``MIN_TRAIN_SECONDS`` of footage to generalise; with less, use
+        :meth:`generic_for`.
+        """
         rest = _rest_shape(codes)
-        if len(x) < MIN_TRAIN_SECONDS * fps:
-            warnings.warn(f"only {len(x) / fps:.1f} s of footage to learn this speaker from "
-                          f"(at least {MIN_TRAIN_SECONDS:g} s wanted): using the generic "
-                          "audio-to-mouth mapping", stacklevel=2)
-            return MotionModel.generic_for(codes, x.shape[1])
         mu, sd = x.mean(0), x.std(0) + 1e-6
         xn = (x - mu) / sd
         y_mean = codes.mean(0)

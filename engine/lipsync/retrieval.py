@@ -12,7 +12,8 @@ import numpy as np
 from engine.errors import RedubError
 from engine.face.analysis import Flag
 from engine.lipsync.backend import Generated, SyncContext
-from engine.lipsync.motion import MotionModel, MotionSettings, audio_features
+from engine.lipsync.motion import (MIN_TRAIN_SECONDS, MotionModel, MotionSettings,
+                                   audio_features)
 from engine.lipsync.select import SelectSettings, select_frames
 from engine.lipsync.shape import ShapeSpace, canonical
 from engine.lipsync.warp import warp_lower_face
@@ -49,12 +50,12 @@ class RetrievalGenerator:
         x_src = audio_features(ctx.source_audio, a.times)
         settings = MotionSettings(openness_gain=ctx.openness_gain,
                                   smooth_frames=self.smooth_frames)
-        if train.size < 2.0 * ctx.fps:
+        if train.size < MIN_TRAIN_SECONDS * ctx.fps:
             ctx.warn(f"only {train.size / ctx.fps:.1f} s of usable footage to learn this "
                      "speaker's mouth from: using the generic mapping")
             model = MotionModel.generic_for(codes[train], x_src.shape[1])
         else:
-            model = MotionModel.fit(x_src[train], codes[train], ctx.fps, settings)
+            model = MotionModel.fit(x_src[train], codes[train], settings)
         x_dub = audio_features(ctx.dub_audio, a.times)
         targets = np.flatnonzero(ctx.edit & a.found)
         self.plan = np.full(len(a), -1, dtype=np.int64)
