@@ -106,7 +106,7 @@ def test_silent_dub_keeps_the_mouth_closed(tmp_path, clip):
     model = MotionModel.fit(np.random.default_rng(0).normal(size=(60, 21)),
                             np.repeat(codes, 20, axis=0))
     predicted = model.predict(np.random.default_rng(1).normal(size=(30, 21)),
-                              np.zeros(30, bool), 25.0, MotionSettings())
+                              np.zeros(30, bool), MotionSettings())
     assert np.allclose(predicted, model.rest)
 
 

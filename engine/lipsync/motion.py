@@ -84,7 +84,7 @@ class MotionModel:
         return MotionModel(weights, np.zeros(n_features), np.ones(n_features), y_mean, rest,
                            generic=True)
 
-    def predict(self, x: np.ndarray, speech: np.ndarray, fps: float,
+    def predict(self, x: np.ndarray, speech: np.ndarray,
                 settings: MotionSettings = MotionSettings()) -> np.ndarray:
         """Shape codes (N, D) for dub features ``x`` (N, F) with voice activity ``speech``."""
         codes = ((x - self.x_mean) / self.x_scale) @ self.weights + self.y_mean

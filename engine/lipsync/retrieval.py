@@ -63,7 +63,7 @@ class RetrievalGenerator:
             return
         # Predict over whole stretches of edited frames so smoothing never spans a gap.
         for run in _runs(targets):
-            predicted = model.predict(x_dub[run], ctx.dub_audio.vad[run], ctx.fps, settings)
+            predicted = model.predict(x_dub[run], ctx.dub_audio.vad[run], settings)
             chosen = select_frames(predicted, a.poses[run], codes[train], a.poses[train],
                                    train, space.scale, self.select_settings)
             self.plan[run] = train[chosen]
