@@ -1,7 +1,8 @@
 """``redub-studio``: the desktop application's entry point.
 
-For now the window is a frame viewer with a scrub bar (open a clip, step through it at its true
-timing); the editor around it (timeline, dub track, engine bridge) grows from here.
+``redub-studio [VIDEO] [--audio DUB]`` opens the editor (see :mod:`desktop.main_window`);
+``redub-studio --screenshots DIR [VIDEO] [--audio DUB]`` writes PNGs of the main states
+offscreen and exits.
 """
 from __future__ import annotations
 
@@ -9,118 +10,35 @@ import argparse
 import sys
 from typing import Sequence
 
-import numpy as np
-from PySide6 import QtCore, QtGui, QtWidgets
-
-from engine.errors import RedubError
-from engine.media.reader import VideoReader
-from engine.timecode import format_timecode
-
-
-class MainWindow(QtWidgets.QMainWindow):
-    def __init__(self) -> None:
-        super().__init__()
-        self.setWindowTitle("Redub Studio")
-        self.resize(1100, 720)
-        self.reader: VideoReader | None = None
-        self.picture = QtWidgets.QLabel(alignment=QtCore.Qt.AlignmentFlag.AlignCenter)
-        self.picture.setMinimumSize(320, 180)
-        self.picture.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored,
-                                   QtWidgets.QSizePolicy.Policy.Ignored)
-        self.picture.setText("Open a clip (Ctrl+O) or drop one here")
-        self.slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal, enabled=False)
-        self.slider.valueChanged.connect(self.show_frame)
-        self.timecode = QtWidgets.QLabel("--:--:--:--")
-        self.timecode.setFont(QtGui.QFontDatabase.systemFont(QtGui.QFontDatabase.SystemFont.FixedFont))
-        bar = QtWidgets.QHBoxLayout()
-        bar.addWidget(self.slider, 1)
-        bar.addWidget(self.timecode)
-        body = QtWidgets.QWidget()
-        layout = QtWidgets.QVBoxLayout(body)
-        layout.addWidget(self.picture, 1)
-        layout.addLayout(bar)
-        self.setCentralWidget(body)
-        self.setAcceptDrops(True)
-        open_action = QtGui.QAction("&Open…", self, shortcut=QtGui.QKeySequence.StandardKey.Open)
-        open_action.triggered.connect(self.choose_file)
-        self.menuBar().addMenu("&File").addAction(open_action)
-        for key, step in ((QtCore.Qt.Key.Key_Left, -1), (QtCore.Qt.Key.Key_Right, 1)):
-            QtGui.QShortcut(QtGui.QKeySequence(key), self,
-                            activated=lambda s=step: self.slider.setValue(self.slider.value() + s))
-        self._image: QtGui.QImage | None = None
-
-    def choose_file(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open clip")
-        if path:
-            self.open(path)
-
-    def open(self, path: str) -> bool:
-        try:
-            reader = VideoReader(path)
-        except RedubError as exc:
-            QtWidgets.QMessageBox.warning(self, "Cannot open", str(exc))
-            return False
-        if self.reader is not None:
-            self.reader.close()
-        self.reader = reader
-        self.setWindowTitle(f"Redub Studio — {path}")
-        self.slider.setRange(0, reader.frame_count - 1)
-        self.slider.setEnabled(True)
-        self.slider.setValue(0)
-        self.show_frame(0)
-        return True
-
-    def show_frame(self, index: int) -> None:
-        if self.reader is None:
-            return
-        try:
-            frame = self.reader.frame(index)
-        except RedubError as exc:
-            self.statusBar().showMessage(str(exc))
-            return
-        rgb = np.ascontiguousarray(frame.rgb())
-        # QImage borrows the buffer: keep the array alive with the image.
-        self._image = QtGui.QImage(rgb.data, rgb.shape[1], rgb.shape[0], rgb.strides[0],
-                                   QtGui.QImage.Format.Format_RGB888)
-        self._image.ndarray = rgb
-        self._update_picture()
-        self.timecode.setText(format_timecode(frame.time, self.reader.info.frame_rate))
-
-    def _update_picture(self) -> None:
-        if self._image is not None:
-            pix = QtGui.QPixmap.fromImage(self._image).scaled(
-                self.picture.size(), QtCore.Qt.AspectRatioMode.KeepAspectRatio,
-                QtCore.Qt.TransformationMode.SmoothTransformation)
-            self.picture.setPixmap(pix)
-
-    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
-        super().resizeEvent(event)
-        self._update_picture()
-
-    def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:
-        if event.mimeData().hasUrls():
-            event.acceptProposedAction()
-
-    def dropEvent(self, event: QtGui.QDropEvent) -> None:
-        urls = event.mimeData().urls()
-        if urls:
-            self.open(urls[0].toLocalFile())
-
-    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
-        if self.reader is not None:
-            self.reader.close()
-        super().closeEvent(event)
+from PySide6 import QtWidgets
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="redub-studio", description="Redub Studio editor")
-    parser.add_argument("video", nargs="?", help="clip to open")
+    parser.add_argument("video", nargs="?", help="clip or .redub project to open")
+    parser.add_argument("--audio", metavar="DUB", help="dub audio to lay against the clip")
+    parser.add_argument("--screenshots", metavar="DIR",
+                        help="write PNGs of the main window states to DIR and exit")
     args = parser.parse_args(argv)
+    if args.screenshots:
+        from desktop.screenshots import write_screenshots
+        for path in write_screenshots(args.screenshots, args.video, args.audio):
+            print(path)
+        return 0
+
+    from desktop.main_window import MainWindow
+    from ui.theme import apply_theme
+
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    app.setApplicationName("Redub Studio")
+    apply_theme(app)
     window = MainWindow()
     window.show()
     if args.video:
-        window.open(args.video)
+        if args.video.endswith(".redub"):
+            window.open_project(args.video)
+        else:
+            window.open_video(args.video, dub=args.audio)
     return app.exec()
 
 

@@ -1,0 +1,1059 @@
+"""The editor's main window: viewer, timeline, inspector and jobs panel around one project.
+
+Threads: the UI thread only edits the project and paints. Probing, peaks and result-frame
+decoding run on the global QThreadPool through :class:`Tasks` (latest request per
+kind wins: a stale answer is dropped); picture decoding for play and scrub is the
+:class:`desktop.playback.Playback` object's; face analysis (overlays), renders and exports go
+through the :class:`EngineBridge`, one at a time.
+
+Ranges: the project's ranges are the sync ranges; one is selected and shown as the timeline's
+in/out. I and O move the selected range's edges (or create one); "New range" deselects so the
+next I/O starts another. Render states are not stored: each render remembers the range,
+settings and dub offset it was made with, and is "rendered" while they still match the project
+(undo brings a render back), "stale" otherwise, "rendering" while its job runs.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from desktop.bridge import EngineBridge, ExportJob, SyncJob
+from desktop.export_dialog import ExportDialog
+from desktop.inspector import Inspector
+from desktop.jobs_panel import JobsPanel
+from desktop.settings import Settings
+from engine.errors import RedubError
+from engine.face.analysis import FaceAnalysis, Target, analyze_range
+from engine.mask import landmark_polygon
+from engine.media.peaks import PeakPyramid, cached_peaks
+from engine.media.probe import VideoStreamInfo
+from engine.media.reader import VideoReader
+from engine.paths import cache_dir
+from engine.project import (SUFFIX, DubTrack, ExportPrefs, MediaRef, Project, RangeSettings,
+                            Recovery, SyncRange)
+from engine.progress import CancelToken, ProgressFn
+from engine.render import ExportSettings, RenderResult
+from ui.timeline import Timeline
+from ui.viewer import Viewer
+
+Qt = QtCore.Qt
+
+VIDEO_EXTS = {".mp4", ".mov", ".mkv", ".mxf", ".avi", ".m4v", ".webm", ".mts"}
+AUDIO_EXTS = {".wav", ".mp3", ".aac", ".m4a", ".flac", ".ogg", ".opus", ".aif", ".aiff"}
+AUTOSAVE_MS = 30_000
+MERGE_S = 0.6  # edits of one kind closer than this (a drag, a spin) are one undo step
+MERGEABLE = {"drag", "offset", "setting"}
+# Renders to the cache are for looking at: fast to encode, visually lossless.
+RENDER_QUALITY = {"crf": "14", "preset": "veryfast"}
+
+
+# -- background tasks --------------------------------------------------------------------
+
+class _Relay(QtCore.QObject):
+    done = QtCore.Signal(str, int, object, object)  # kind, generation, result, error
+
+
+class _Task(QtCore.QRunnable):
+    def __init__(self, relay: _Relay, kind: str, generation: int,
+                 fn: Callable[[], Any]) -> None:
+        super().__init__()
+        self.relay, self.kind, self.generation, self.fn = relay, kind, generation, fn
+
+    def run(self) -> None:
+        try:
+            result, error = self.fn(), None
+        except Exception as exc:  # reported on the UI thread, like the engine's messages
+            result, error = None, exc
+        self.relay.done.emit(self.kind, self.generation, result, error)
+
+
+class Tasks(QtCore.QObject):
+    """Runs functions on the global thread pool; per kind, only the newest request answers."""
+
+    def __init__(self, parent: QtCore.QObject | None = None) -> None:
+        super().__init__(parent)
+        self._generation: dict[str, int] = {}
+        self._callbacks: dict[str, tuple[int, Callable, Callable | None]] = {}
+        # Parentless and kept: a task finishing after the window closed still has a receiver.
+        self._relay = _Relay()
+        self._relay.done.connect(self._on_done)
+        self.pending: set[str] = set()
+
+    def run(self, kind: str, fn: Callable[[], Any], on_result: Callable[[Any], None],
+           on_error: Callable[[Exception], None] | None = None) -> None:
+        generation = self._generation.get(kind, 0) + 1
+        self._generation[kind] = generation
+        self._callbacks[kind] = (generation, on_result, on_error)
+        self.pending.add(kind)
+        QtCore.QThreadPool.globalInstance().start(_Task(self._relay, kind, generation, fn))
+
+    def forget(self, kind: str) -> None:
+        """Drop the answer of any request of ``kind`` still running."""
+        self._generation[kind] = self._generation.get(kind, 0) + 1
+        self._callbacks.pop(kind, None)
+        self.pending.discard(kind)
+
+    @QtCore.Slot(str, int, object, object)
+    def _on_done(self, kind: str, generation: int, result: Any, error: Any) -> None:
+        entry = self._callbacks.get(kind)
+        if entry is None or entry[0] != generation:
+            return  # superseded
+        del self._callbacks[kind]
+        self.pending.discard(kind)
+        if error is None:
+            entry[1](result)
+        elif entry[2] is not None:
+            entry[2](error)
+
+
+# -- project state -----------------------------------------------------------------------
+
+@dataclass
+class ClipInfo:
+    ref: MediaRef
+    info: VideoStreamInfo
+    times: np.ndarray  # frame start times
+    has_audio: bool
+
+    @property
+    def fps(self) -> float:
+        return float(self.info.frame_rate)
+
+    @property
+    def duration(self) -> float:
+        return float(self.info.duration)
+
+    def index_at(self, t: float) -> int:
+        return int(max(np.searchsorted(self.times, t + 1e-6, side="right") - 1, 0))
+
+    def frame_end(self, index: int) -> float:
+        return float(self.times[index + 1]) if index + 1 < len(self.times) else self.duration
+
+
+def _load_clip(path: str) -> ClipInfo:
+    ref = MediaRef.from_file(path)
+    with VideoReader(path) as reader:
+        return ClipInfo(ref, reader.info, np.array(reader.times, dtype=np.float64),
+                        bool(reader.media.audio))
+
+
+def _load_dub(path: str) -> tuple[MediaRef, PeakPyramid]:
+    return MediaRef.from_file(path), cached_peaks(path)
+
+
+@dataclass
+class AnalysisJob:
+    """Face analysis of the whole clip as an engine job (the result stays on the job)."""
+
+    video: str
+    target: Target | None
+    analysis: FaceAnalysis | None = None
+
+    def run(self, progress: ProgressFn, cancel: CancelToken, preview: Any) -> RenderResult:
+        self.analysis = analyze_range(self.video, target=self.target, progress=progress,
+                                      cancel=cancel)
+        return RenderResult(path="", frames=len(self.analysis), seconds=0.0, notes=[])
+
+
+@dataclass
+class Render:
+    """One range render: what it was made from, so its state follows the project."""
+
+    start: float
+    end: float
+    settings: RangeSettings
+    dub_offset: float
+    output: str
+    job: int
+    running: bool = True
+    done: bool = False
+
+
+@dataclass
+class _Snapshot:
+    ranges: list[SyncRange]
+    offsets: list[float]
+    selected: int | None
+
+
+class _EditCommand(QtGui.QUndoCommand):
+    """A project edit as before/after snapshots of its ranges, offsets and selection."""
+
+    def __init__(self, window: MainWindow, text: str, kind: str, before: _Snapshot,
+                 after: _Snapshot) -> None:
+        super().__init__(text)
+        self.window, self.kind, self.before, self.after = window, kind, before, after
+        self.at = time.monotonic()
+
+    def id(self) -> int:
+        return 1
+
+    def mergeWith(self, other: QtGui.QUndoCommand) -> bool:
+        if not isinstance(other, _EditCommand) or other.kind != self.kind \
+                or self.kind.split(":")[0] not in MERGEABLE or other.at - self.at > MERGE_S:
+            return False
+        self.after, self.at = other.after, other.at
+        return True
+
+    def redo(self) -> None:
+        self.window._restore(self.after)
+
+    def undo(self) -> None:
+        self.window._restore(self.before)
+
+
+# -- the window --------------------------------------------------------------------------
+
+class MainWindow(QtWidgets.QMainWindow):
+    """The editor. ``playback`` is injectable for tests; by default a Playback is made."""
+
+    def __init__(self, settings: Settings | None = None, playback: Any = None,
+                 bridge: EngineBridge | None = None) -> None:
+        super().__init__()
+        self.setObjectName("RedubMainWindow")
+        self.settings = settings or Settings()
+        self.project: Project | None = None
+        self.project_path: str | None = None
+        self.recovery = Recovery(None)
+        self.clip: ClipInfo | None = None
+        self.selected: int | None = None
+        self.renders: list[Render] = []
+        self.analysis: FaceAnalysis | None = None
+        self.time = 0.0
+        self.frame_index = 0
+        self.play_state = "stopped"
+        self._source_rgb: np.ndarray | None = None
+        self._previews: dict[int, np.ndarray] = {}  # frame index -> newest render preview
+        self._result_at: int | None = None  # frame index of the last decoded result
+        self._result_rgb: np.ndarray | None = None
+        self._dirty = False
+        self.first_frame_at: float | None = None  # monotonic time of the first frame shown
+        self.peaks_at: float | None = None  # ... and of the clip's waveform
+
+        self.tasks = Tasks(self)
+        self.bridge = bridge or EngineBridge(self)
+        self.undo_stack = QtGui.QUndoStack(self)
+        self.undo_stack.cleanChanged.connect(self._on_clean_changed)
+        if playback is None:
+            from desktop.playback import Playback
+            playback = Playback(self)
+        self.playback = playback
+
+        self.viewer = Viewer()
+        self.timeline = Timeline()
+        self.inspector = Inspector()
+        self.jobs = JobsPanel(self.bridge)
+        self.empty_hint = QtWidgets.QLabel(
+            "Open a clip (Ctrl+O) or drop a video here — drop an audio file for the dub",
+            self.viewer)
+        self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_hint.setStyleSheet("color: #8a8a8a; font-size: 15px")
+        self.setCentralWidget(self.viewer)
+        # Box and mask outline by default: the 68 landmark dots hide the mouth being judged.
+        for kind in ("landmarks", "crop"):
+            self.viewer.set_overlay_visible(kind, False)
+        self.timeline_dock = self._dock("Timeline", self.timeline,
+                                        Qt.DockWidgetArea.BottomDockWidgetArea)
+        self.inspector_dock = self._dock("Inspector", self.inspector,
+                                         Qt.DockWidgetArea.RightDockWidgetArea)
+        self.jobs_dock = self._dock("Jobs", self.jobs, Qt.DockWidgetArea.RightDockWidgetArea)
+        self.status_time = QtWidgets.QLabel("--:--:--:--")
+        self.status_time.setFont(QtGui.QFontDatabase.systemFont(
+            QtGui.QFontDatabase.SystemFont.FixedFont))
+        self.statusBar().addPermanentWidget(self.status_time)
+        self.setAcceptDrops(True)
+        self._build_actions()
+
+        self.playback.frame_ready.connect(self._on_frame)
+        self.playback.position_changed.connect(self._on_position)
+        self.playback.state_changed.connect(self._on_play_state)
+        self.playback.notice.connect(lambda text: self.statusBar().showMessage(text, 5000))
+        self.timeline.playhead_moved.connect(self.playback.scrub)
+        self.timeline.range_changed.connect(self._on_timeline_range)
+        self.timeline.dub_offset_changed.connect(self._on_timeline_offset)
+        self.viewer.clicked.connect(self._on_viewer_click)
+        self.inspector.edited.connect(self._on_inspector_edit)
+        self.inspector.target_cleared.connect(lambda: self._on_inspector_edit("target", None))
+        self.bridge.preview.connect(self._on_preview)
+        self.bridge.finished.connect(self._on_job_finished)
+        self.bridge.failed.connect(self._on_job_ended)
+        self.bridge.cancelled.connect(self._on_job_ended)
+        self._autosave = QtCore.QTimer(self, interval=AUTOSAVE_MS)
+        self._autosave.timeout.connect(self.autosave)
+        self._autosave.start()
+        self._analysis_timer = QtCore.QTimer(self, singleShot=True, interval=400)
+        self._analysis_timer.timeout.connect(self._analyze)
+        self._exports: dict[int, str] = {}
+        self._analysis_job: tuple[int, AnalysisJob] | None = None
+
+        self.resize(1440, 900)
+        self.resizeDocks([self.inspector_dock, self.jobs_dock], [420, 300],
+                         Qt.Orientation.Vertical)
+        self.resizeDocks([self.inspector_dock], [340], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.timeline_dock], [300], Qt.Orientation.Vertical)
+        if (geometry := self.settings.geometry()) is not None:
+            self.restoreGeometry(geometry)
+        if (state := self.settings.state()) is not None:
+            self.restoreState(state)
+        self._refresh()
+
+    # -- construction --------------------------------------------------------------------
+    def _dock(self, title: str, widget: QtWidgets.QWidget,
+              area: Qt.DockWidgetArea) -> QtWidgets.QDockWidget:
+        dock = QtWidgets.QDockWidget(title, self)
+        dock.setObjectName(f"dock-{title.lower()}")  # saveState needs names
+        dock.setWidget(widget)
+        dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _action(self, menu: QtWidgets.QMenu, text: str, slot: Callable,
+                shortcut: Any = None) -> QtGui.QAction:
+        action = QtGui.QAction(text, self)
+        if shortcut is not None:
+            action.setShortcuts(shortcut if isinstance(shortcut, list) else [shortcut])
+        action.triggered.connect(lambda checked=False: slot())
+        menu.addAction(action)
+        self.addAction(action)  # shortcuts work with the menu bar hidden too
+        return action
+
+    def _build_actions(self) -> None:
+        K, S = QtGui.QKeySequence, QtGui.QKeySequence.StandardKey
+        bar = self.menuBar()
+        f = bar.addMenu("&File")
+        self._action(f, "&New Project", self.new_project, K(S.New))
+        self._action(f, "&Open…", self.choose_open, K(S.Open))
+        self.recent_menu = f.addMenu("Open &Recent")
+        self._action(f, "Import &Dub Audio…", self.choose_dub, K("Ctrl+Shift+I"))
+        f.addSeparator()
+        self.save_action = self._action(f, "&Save Project", self.save, K(S.Save))
+        self._action(f, "Save Project &As…", self.save_as, K("Ctrl+Shift+S"))
+        f.addSeparator()
+        self.export_action = self._action(f, "&Export…", self.export_dialog, K("Ctrl+E"))
+        f.addSeparator()
+        self._action(f, "&Quit", self.close, K(S.Quit))
+        e = bar.addMenu("&Edit")
+        undo = self.undo_stack.createUndoAction(self, "&Undo")
+        undo.setShortcut(K(S.Undo))
+        redo = self.undo_stack.createRedoAction(self, "&Redo")
+        redo.setShortcuts([K("Ctrl+Shift+Z"), K("Ctrl+Y")])
+        e.addActions([undo, redo])
+        self.addActions([undo, redo])
+        e.addSeparator()
+        self._action(e, "Mark &In", self.mark_in, K("I"))
+        self._action(e, "Mark &Out", self.mark_out, K("O"))
+        self._action(e, "&New Range", self.new_range, K("N"))
+        self._action(e, "&Delete Range", self.delete_range, K("Ctrl+Backspace"))
+        p = bar.addMenu("&Playback")
+        self._action(p, "Shuttle Back (J)", lambda: self.shuttle(-1), K("J"))
+        self._action(p, "Stop (K)", lambda: self.playback.shuttle(0.0), K("K"))
+        self._action(p, "Shuttle Forward (L)", lambda: self.shuttle(1), K("L"))
+        self._action(p, "Previous Frame", lambda: self.playback.step(-1), K("Left"))
+        self._action(p, "Next Frame", lambda: self.playback.step(1), K("Right"))
+        self._action(p, "Back 10 Frames", lambda: self.playback.step(-10), K("Shift+Left"))
+        self._action(p, "Forward 10 Frames", lambda: self.playback.step(10), K("Shift+Right"))
+        self._action(p, "Go to Start", lambda: self.playback.seek(0.0), K("Home"))
+        self._action(p, "Go to End", self.go_to_end, K("End"))
+        p.addSeparator()
+        audio = QtGui.QActionGroup(self)
+        for i, (mode, label) in enumerate((("source", "Original Audio"), ("dub", "Dub Audio"),
+                                           ("result", "Result Audio"))):
+            a = self._action(p, label, lambda m=mode: self.playback.set_audio(m),
+                             K(f"Alt+{i + 1}"))
+            a.setCheckable(True)
+            a.setChecked(mode == "source")
+            audio.addAction(a)
+        r = bar.addMenu("&Render")
+        self.render_action = self._action(r, "&Render Range", self.render_range, K("R"))
+        v = bar.addMenu("&View")
+        compare = QtGui.QActionGroup(self)
+        self.compare_actions: dict[str, QtGui.QAction] = {}
+        for i, (mode, label) in enumerate((("source", "Source"), ("result", "Result"),
+                                           ("split", "Split Wipe"),
+                                           ("difference", "Difference"))):
+            a = self._action(v, label, lambda m=mode: self.set_compare_mode(m),
+                             K(f"Ctrl+{i + 1}"))
+            a.setCheckable(True)
+            compare.addAction(a)
+            self.compare_actions[mode] = a
+        self.compare_actions["source"].setChecked(True)
+        v.addSeparator()
+        for kind, label in (("box", "Face Box"), ("landmarks", "Landmarks"),
+                            ("mask", "Mask Outline"), ("crop", "Crop Box")):
+            a = self._action(v, label, lambda k=kind: None)
+            a.setCheckable(True)
+            a.setChecked(self.viewer.overlay_visible(kind))
+            a.toggled.connect(lambda on, k=kind: self.viewer.set_overlay_visible(k, on))
+        v.addSeparator()
+        for dock in self.findChildren(QtWidgets.QDockWidget):
+            v.addAction(dock.toggleViewAction())
+        self._update_recent_menu()
+
+    # -- files ---------------------------------------------------------------------------
+    def open_path(self, path: str) -> None:
+        """Open a project, a video (a new project on it) or an audio file (the dub)."""
+        ext = os.path.splitext(path)[1].lower()
+        if ext == SUFFIX:
+            self.open_project(path)
+        elif ext in AUDIO_EXTS:
+            self.load_dub(path)
+        else:
+            self.open_video(path)
+
+    def open_video(self, path: str, *, dub: str | None = None) -> None:
+        """Start a new project on ``path`` (probed in the background); ``dub`` follows."""
+        if not self._maybe_keep_changes():
+            return
+        self.settings.set_last_folder("video", path)
+        self.statusBar().showMessage(f"Opening {os.path.basename(path)}…")
+
+        def loaded(clip: ClipInfo) -> None:
+            self._set_project(Project(media=clip.ref), None, clip)
+            self._remember(path)
+            if dub:
+                self.load_dub(dub)
+
+        self.tasks.run("clip", lambda: _load_clip(path), loaded, self._error("Cannot open"))
+
+    def open_project(self, path: str) -> None:
+        if not self._maybe_keep_changes():
+            return
+        self.settings.set_last_folder("project", path)
+        recovery = Recovery(path)
+        source = path
+        if recovery.pending() is not None and self._ask(
+                "Recover", "An autosave newer than the saved project was found (the app may "
+                "have quit unexpectedly). Restore it?"):
+            source = str(recovery.path)
+
+        def load() -> tuple[Project, ClipInfo, PeakPyramid | None]:
+            project = Project.load(source)
+            project.relink(os.path.dirname(os.path.abspath(path)))
+            clip = _load_clip(project.media.path)
+            peaks = cached_peaks(project.dubs[0].media.path) if project.dubs else None
+            return project, clip, peaks
+
+        def loaded(result: tuple[Project, ClipInfo, PeakPyramid | None]) -> None:
+            project, clip, peaks = result
+            self._set_project(project, path, clip)
+            if source != path:
+                self._set_dirty(True)  # the recovered state is not on disk yet
+            if project.dubs and peaks is not None:
+                self._show_dub(peaks)
+            self._remember(path)
+
+        self.tasks.run("clip", load, loaded, self._error("Cannot open project"))
+
+    def load_dub(self, path: str) -> None:
+        """Make ``path`` the project's dub (peaks in the background)."""
+        if self.project is None:
+            self.statusBar().showMessage("Open a clip before adding the dub", 5000)
+            return
+        self.settings.set_last_folder("audio", path)
+
+        def loaded(result: tuple[MediaRef, PeakPyramid]) -> None:
+            ref, peaks = result
+            before = self._snapshot()
+            self.project.dubs = [DubTrack(ref)]
+            self.undo_stack.clear()  # snapshots hold offsets per dub track: start afresh
+            self._set_dirty(True)
+            self._show_dub(peaks)
+            self._restore(before)
+
+        self.tasks.run("dub", lambda: _load_dub(path), loaded, self._error("Cannot use dub"))
+
+    def _show_dub(self, peaks: PeakPyramid) -> None:
+        dub = self.project.dubs[0]
+        self.timeline.set_dub(peaks, dub.media.duration, dub.offset,
+                              os.path.basename(dub.media.path))
+        self._set_media()
+
+    def _set_media(self) -> None:
+        dub = self.project.dubs[0] if self.project.dubs else None
+        self.playback.set_media(self.project.media.path,
+                                dub_path=dub.media.path if dub else None,
+                                dub_offset=dub.offset if dub else 0.0,
+                                ranges=[(r.start, r.end) for r in self.project.ranges])
+
+    def _set_project(self, project: Project, path: str | None, clip: ClipInfo) -> None:
+        self.project, self.project_path, self.clip = project, path, clip
+        self.recovery = Recovery(path)
+        self.renders.clear()
+        self._previews.clear()
+        self._result_rgb = self._result_at = None
+        self.analysis = None
+        self._analysis_job = None
+        self.selected = 0 if project.ranges else None
+        self.undo_stack.clear()
+        self.timeline.set_clip(clip.duration, clip.info.frame_rate, project.media.path,
+                               video_info=clip.info)
+        self.viewer.set_sample_aspect_ratio(clip.info.sample_aspect_ratio or 1)
+        self._set_dirty(False)
+        self._set_media()
+        media = project.media.path
+
+        def peaks_loaded(peaks: PeakPyramid) -> None:
+            self.timeline.set_source_peaks(peaks)
+            self.peaks_at = time.monotonic()
+
+        if clip.has_audio:
+            self.tasks.run("source-peaks", lambda: cached_peaks(media), peaks_loaded,
+                           lambda exc: None)  # no waveform is not worth a dialog
+        self._refresh()
+        self.statusBar().showMessage(f"Opened {os.path.basename(media)}", 3000)
+
+    def _remember(self, path: str) -> None:
+        self.settings.add_recent(path)
+        self._update_recent_menu()
+
+    def _update_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        recent = self.settings.recent_files()
+        for path in recent:
+            action = self.recent_menu.addAction(os.path.basename(path))
+            action.setToolTip(path)
+            action.triggered.connect(lambda checked=False, p=path: self.open_path(p))
+        if recent:
+            self.recent_menu.addSeparator()
+            self.recent_menu.addAction("Clear Recent", self._clear_recent)
+        self.recent_menu.setEnabled(bool(recent))
+
+    def _clear_recent(self) -> None:
+        self.settings.clear_recent()
+        self._update_recent_menu()
+
+    def choose_open(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Open clip or project", self.settings.last_folder("video"),
+            "Clips and projects (*.redub " + " ".join(f"*{e}" for e in sorted(VIDEO_EXTS))
+            + ");;All files (*)")
+        if path:
+            self.open_path(path)
+
+    def choose_dub(self) -> None:
+        path, _ = QtWidgets.QFileDialog.getOpenFileName(
+            self, "Dub audio", self.settings.last_folder("audio"),
+            "Audio (" + " ".join(f"*{e}" for e in sorted(AUDIO_EXTS)) + ");;All files (*)")
+        if path:
+            self.load_dub(path)
+
+    def new_project(self) -> None:
+        if not self._maybe_keep_changes():
+            return
+        self.project = self.clip = self.project_path = None
+        self.selected = None
+        self.renders.clear()
+        self.undo_stack.clear()
+        self.viewer.clear()
+        self._source_rgb = None
+        self.timeline.clear_dub()
+        self._set_dirty(False)
+        self._refresh()
+
+    def save(self) -> bool:
+        if self.project is None:
+            return False
+        if self.project_path is None:
+            return self.save_as()
+        return self._save_to(self.project_path)
+
+    def save_as(self) -> bool:
+        if self.project is None:
+            return False
+        start = self.project_path or os.path.join(
+            self.settings.last_folder("project") or os.path.dirname(self.project.media.path),
+            Path(self.project.media.path).stem + SUFFIX)
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save project", start,
+                                                        f"Redub project (*{SUFFIX})")
+        if not path:
+            return False
+        if not path.endswith(SUFFIX):
+            path += SUFFIX
+        return self._save_to(path)
+
+    def _save_to(self, path: str) -> bool:
+        try:
+            self.recovery.save(self.project, path)
+        except RedubError as exc:
+            QtWidgets.QMessageBox.warning(self, "Cannot save", str(exc))
+            return False
+        self.project_path = path
+        self.settings.set_last_folder("project", path)
+        self._remember(path)
+        self.undo_stack.setClean()
+        self._set_dirty(False)
+        self.statusBar().showMessage(f"Saved {path}", 3000)
+        return True
+
+    def autosave(self) -> None:
+        """Write the autosave if there are unsaved changes (small JSON: a few ms)."""
+        if self.project is not None and self._dirty:
+            try:
+                self.recovery.write(self.project)
+            except RedubError as exc:
+                self.statusBar().showMessage(f"Autosave failed: {exc}", 5000)
+
+    def _maybe_keep_changes(self) -> bool:
+        """True when it is fine to replace the project (saved, discarded, or unchanged)."""
+        if self.project is None or not self._dirty:
+            return True
+        buttons = QtWidgets.QMessageBox.StandardButton
+        answer = QtWidgets.QMessageBox.question(
+            self, "Unsaved changes", "Save the changes to this project?",
+            buttons.Save | buttons.Discard | buttons.Cancel, buttons.Save)
+        if answer == buttons.Save:
+            return self.save()
+        if answer == buttons.Discard:
+            self.recovery.discard()
+        return answer == buttons.Discard
+
+    def _ask(self, title: str, text: str) -> bool:
+        buttons = QtWidgets.QMessageBox.StandardButton
+        return QtWidgets.QMessageBox.question(self, title, text, buttons.Yes | buttons.No,
+                                              buttons.Yes) == buttons.Yes
+
+    def _error(self, title: str) -> Callable[[Exception], None]:
+        def show(exc: Exception) -> None:
+            self.statusBar().clearMessage()
+            QtWidgets.QMessageBox.warning(self, title, str(exc))
+        return show
+
+    @QtCore.Slot(bool)
+    def _on_clean_changed(self, clean: bool) -> None:
+        self._set_dirty(not clean)
+
+    def _set_dirty(self, dirty: bool) -> None:
+        self._dirty = dirty
+        self._update_title()
+
+    def _update_title(self) -> None:
+        if self.project is None:
+            self.setWindowTitle("Redub Studio")
+            return
+        name = os.path.basename(self.project_path or "Untitled")
+        clip = os.path.basename(self.project.media.path)
+        self.setWindowTitle(f"{name}{' •' if self._dirty else ''} — {clip} — Redub Studio")
+
+    # -- edits (undoable) ----------------------------------------------------------------
+    def _snapshot(self) -> _Snapshot:
+        return _Snapshot(copy.deepcopy(self.project.ranges),
+                         [d.offset for d in self.project.dubs], self.selected)
+
+    def _restore(self, snap: _Snapshot) -> None:
+        self.project.ranges = copy.deepcopy(snap.ranges)
+        for dub, offset in zip(self.project.dubs, snap.offsets):
+            dub.offset = offset
+        self.selected = snap.selected
+        if self.project.dubs:
+            self.timeline.set_dub_offset(self.project.dubs[0].offset)
+            self.playback.set_dub_offset(self.project.dubs[0].offset)
+        self._refresh()
+        self._analysis_timer.start()
+
+    def _edit(self, text: str, kind: str, change: Callable[[], None]) -> None:
+        """Apply ``change`` to the project as one undoable step."""
+        before = self._snapshot()
+        change()
+        after = self._snapshot()
+        self.undo_stack.push(_EditCommand(self, text, kind, before, after))
+        self._set_dirty(True)
+
+    def set_range(self, start: float, end: float, kind: str = "range") -> None:
+        """Set the selected range's edges (creating the range when none is selected)."""
+        if self.project is None or not end > start:
+            return
+
+        def change() -> None:
+            if self.selected is None:
+                self.project.ranges.append(SyncRange(start, end))
+                self.selected = len(self.project.ranges) - 1
+            else:
+                r = self.project.ranges[self.selected]
+                r.start, r.end = start, end
+        self._edit("Set Range", kind, change)
+
+    def mark_in(self) -> None:
+        if self.clip is None:
+            return
+        t = float(self.clip.times[self.frame_index])
+        r = self._range()
+        end = r.end if r is not None and r.end > t else self.clip.duration
+        self.set_range(t, end, "mark")
+
+    def mark_out(self) -> None:
+        if self.clip is None:
+            return
+        t = self.clip.frame_end(self.frame_index)  # out includes the frame under the playhead
+        r = self._range()
+        start = r.start if r is not None and r.start < t else 0.0
+        self.set_range(start, t, "mark")
+
+    def new_range(self) -> None:
+        """Deselect: the next I or O starts another range."""
+        self.selected = None
+        self._refresh()
+
+    def delete_range(self) -> None:
+        if self._range() is None:
+            return
+
+        def change() -> None:
+            del self.project.ranges[self.selected]
+            self.selected = len(self.project.ranges) - 1 if self.project.ranges else None
+        self._edit("Delete Range", "delete", change)
+
+    def set_dub_offset(self, seconds: float) -> None:
+        if self.project is None or not self.project.dubs:
+            return
+
+        def change() -> None:
+            self.project.dubs[0].offset = float(seconds)
+        self._edit("Move Dub", "offset", change)
+        self.playback.set_dub_offset(float(seconds))
+
+    def set_range_setting(self, name: str, value: Any) -> None:
+        r = self._range()
+        if r is None or getattr(r.settings, name) == value:
+            return
+
+        def change() -> None:
+            setattr(self.project.ranges[self.selected].settings, name, value)
+        self._edit(f"Change {name.replace('_', ' ')}", f"setting:{name}", change)
+
+    def _on_timeline_range(self, start: float, end: float) -> None:
+        self.set_range(start, end, "drag")
+
+    def _on_timeline_offset(self, seconds: float) -> None:
+        self.set_dub_offset(seconds)
+
+    def _on_inspector_edit(self, name: str, value: Any) -> None:
+        self.set_range_setting(name, value)
+
+    def _on_viewer_click(self, x: float, y: float) -> None:
+        """A click on the picture picks the face there as the selected range's target."""
+        if self._range() is None:
+            self.statusBar().showMessage("Mark a range (I, O) to pick its target face", 4000)
+            return
+        self.set_range_setting("target", Target(float(x), float(y), self.time))
+        self.statusBar().showMessage(f"Target: the face at {x:.0f}, {y:.0f}", 3000)
+
+    def _span(self, start: float, end: float) -> str:
+        """In and out as editors show them: the out point is the last frame inside."""
+        if self.clip is None:
+            return f"{self.timeline.timecode(start)} – {self.timeline.timecode(end)}"
+        last = self.clip.times[self.clip.index_at(end - 0.5 / self.clip.fps)]
+        return f"{self.timeline.timecode(start)} – {self.timeline.timecode(float(last))}"
+
+    def _range(self) -> SyncRange | None:
+        if self.project is None or self.selected is None \
+                or self.selected >= len(self.project.ranges):
+            return None
+        return self.project.ranges[self.selected]
+
+    # -- render and export ---------------------------------------------------------------
+    def render_range(self) -> int | None:
+        """Render the selected range to the cache (job id; None when there is nothing to do)."""
+        r = self._range()
+        if r is None or not self.project.dubs:
+            self.statusBar().showMessage("Render needs a dub and a marked range (I, O)", 5000)
+            return None
+        key = repr((self.project.media.path, r.start, r.end, r.settings,
+                    self.project.dubs[0].offset, self.project.dubs[0].media.path, time.time()))
+        folder = cache_dir() / "renders"
+        folder.mkdir(parents=True, exist_ok=True)
+        output = str(folder / f"{Path(self.project.media.path).stem}-"
+                              f"{hashlib.sha1(key.encode()).hexdigest()[:10]}.mp4")
+        dub = self.project.dubs[0]
+        job = SyncJob(video=self.project.media.path, dub=dub.media.path,
+                      export=ExportSettings(output=output, codec="h264",
+                                            quality=dict(RENDER_QUALITY)),
+                      dub_offset=dub.offset, ranges=[(r.start, r.end)],
+                      settings=r.settings.to_sync_settings())
+        job_id = self.bridge.submit(job)
+        self.jobs.add(job_id, f"Render {self._span(r.start, r.end)}")
+        self.renders.append(Render(r.start, r.end, copy.deepcopy(r.settings), dub.offset,
+                                   output, job_id))
+        if self.viewer.compare_mode() == "source":
+            self.set_compare_mode("result")
+        self._refresh()
+        return job_id
+
+    def export_dialog(self) -> None:
+        if self.project is None:
+            return
+        default = os.path.join(self.settings.last_folder("export")
+                               or os.path.dirname(self.project.media.path),
+                               Path(self.project.media.path).stem + "_redub.mp4")
+        dialog = ExportDialog(self.project.export, default, bool(self.project.ranges), self)
+        if dialog.exec() == QtWidgets.QDialog.DialogCode.Accepted:
+            choice = dialog.choice()
+            self.export(choice.prefs, choice.ranges_only)
+
+    def export(self, prefs: ExportPrefs, ranges_only: bool = True) -> int | None:
+        """Queue the final export with ``prefs``; returns the job id."""
+        self.project.export = prefs
+        self._set_dirty(True)
+        self.settings.set_last_folder("export", prefs.output)
+        try:
+            if self.project.dubs:
+                job: SyncJob | ExportJob = SyncJob.from_project(self.project, output=prefs.output)
+                if not ranges_only:
+                    job.ranges = []
+            else:
+                job = ExportJob(video=self.project.media.path,
+                                export=prefs.to_export_settings())
+        except RedubError as exc:
+            QtWidgets.QMessageBox.warning(self, "Cannot export", str(exc))
+            return None
+        job_id = self.bridge.submit(job)
+        self._exports[job_id] = prefs.output
+        self.jobs.add(job_id, f"Export {os.path.basename(prefs.output)}")
+        return job_id
+
+    def _render_of(self, job_id: int) -> Render | None:
+        return next((r for r in self.renders if r.job == job_id), None)
+
+    def _on_preview(self, job_id: int, index: int, image: QtGui.QImage) -> None:
+        render = self._render_of(job_id)
+        if render is None or self.clip is None or index >= len(self.clip.times) \
+                or not render.start - 1e-6 <= self.clip.times[index] < render.end - 1e-6:
+            return  # frames outside the range pass through unchanged: nothing to see
+        image = image.convertToFormat(QtGui.QImage.Format.Format_RGB888)
+        rgb = np.frombuffer(image.constBits(), np.uint8).reshape(
+            image.height(), image.bytesPerLine())[:, :image.width() * 3].reshape(
+            image.height(), image.width(), 3).copy()
+        self._previews[index] = rgb
+        while len(self._previews) > 120:  # memory cap: a few seconds of previews
+            del self._previews[next(iter(self._previews))]
+        if self.play_state != "playing":
+            # Follow the render: the source of the same frame arrives through frame_ready.
+            self.playback.seek(float(self.clip.times[index]))
+
+    def _on_job_finished(self, job_id: int, path: str, notes: list) -> None:
+        if self._analysis_job is not None and self._analysis_job[0] == job_id:
+            self.analysis = self._analysis_job[1].analysis
+            self._show_overlay()
+            return
+        render = self._render_of(job_id)
+        if render is not None:
+            render.running, render.done = False, True
+            self._result_at = None
+            self._request_result(self.frame_index)
+            self._refresh()
+        if job_id in self._exports:
+            self._reveal(path)
+        if notes:
+            self.statusBar().showMessage("; ".join(notes), 8000)
+
+    def _on_job_ended(self, job_id: int, *args: Any) -> None:
+        if self._analysis_job is not None and self._analysis_job[0] == job_id:
+            self._analysis_job = None
+        render = self._render_of(job_id)
+        if render is not None:
+            self.renders.remove(render)
+            self._refresh()
+
+    def _reveal(self, path: str) -> None:
+        QtGui.QDesktopServices.openUrl(QtCore.QUrl.fromLocalFile(os.path.dirname(path)))
+
+    def range_states(self) -> list[tuple[float, float, str]]:
+        """What the timeline shows under the ruler, newest render on top."""
+        states = []
+        current = {(r.start, r.end, repr(r.settings)) for r in (self.project.ranges
+                                                                 if self.project else [])}
+        offset = self.project.dubs[0].offset if self.project and self.project.dubs else 0.0
+        for render in self.renders:
+            if render.running:
+                state = "rendering"
+            elif ((render.start, render.end, repr(render.settings)) in current
+                  and render.dub_offset == offset):
+                state = "rendered"
+            else:
+                state = "stale"
+            states.append((render.start, render.end, state))
+        return states
+
+    def _result_render(self, t: float) -> Render | None:
+        """The newest finished render covering ``t``."""
+        for render in reversed(self.renders):
+            if render.done and render.start <= t < render.end:
+                return render
+        return None
+
+    # -- playback and pictures -----------------------------------------------------------
+    def _on_frame(self, index: int, rgb: Any) -> None:
+        if self.first_frame_at is None:
+            self.first_frame_at = time.monotonic()
+        self.frame_index = index
+        self._source_rgb = np.asarray(rgb)
+        self.empty_hint.hide()
+        if self._result_at != index:
+            self._request_result(index)
+        self._show()
+        self._show_overlay()
+
+    def _show(self) -> None:
+        if self._source_rgb is None:
+            return
+        result = self._previews.get(self.frame_index)
+        if result is None and self._result_at == self.frame_index:
+            result = self._result_rgb
+        if result is not None and result.shape != self._source_rgb.shape:
+            result = None
+        self.viewer.set_frames(self._source_rgb, result)
+
+    def _request_result(self, index: int) -> None:
+        """Decode the rendered frame ``index`` in the background (when a render covers it)."""
+        if self.clip is None or index >= len(self.clip.times):
+            return
+        render = self._result_render(float(self.clip.times[index]))
+        if render is None or index in self._previews:
+            return
+
+        def decode() -> np.ndarray:
+            with VideoReader(render.output) as reader:
+                return reader.frame(index).rgb()
+
+        def decoded(rgb: np.ndarray) -> None:
+            self._result_at, self._result_rgb = index, rgb
+            if index == self.frame_index:
+                self._show()
+
+        self.tasks.run("result", decode, decoded, lambda exc: None)
+
+    def _on_position(self, seconds: float) -> None:
+        self.time = float(seconds)
+        self.timeline.set_playhead(self.time)
+        self.status_time.setText(self.timeline.timecode(self.time))
+
+    def _on_play_state(self, state: str) -> None:
+        self.play_state = state
+
+    def shuttle(self, direction: int) -> None:
+        """J/L as in editors: each press in the same direction doubles the speed (up to 8x)."""
+        rate = float(getattr(self.playback, "rate", 0.0) or 0.0)
+        if rate * direction > 0:
+            rate = direction * min(abs(rate) * 2, 8.0)
+        else:
+            rate = float(direction)
+        self.playback.shuttle(rate)
+
+    def go_to_end(self) -> None:
+        if self.clip is not None:
+            self.playback.seek(float(self.clip.times[-1]))
+
+    def set_compare_mode(self, mode: str) -> None:
+        self.viewer.set_compare_mode(mode)
+        self.compare_actions[mode].setChecked(True)
+
+    # -- face analysis (overlays) --------------------------------------------------------
+    def _analyze(self) -> None:
+        """Analyse the clip's target face for the overlays, on the engine thread.
+
+        Through the bridge, not the thread pool: the face backends are not thread-safe, and
+        the span (the whole clip) and target are the render's, so the render finds it cached.
+        """
+        r = self._range()
+        if r is None:
+            return
+        target = r.settings.target
+        if self._analysis_job is not None:
+            job_id, job = self._analysis_job
+            if job.target == target and job.video == self.project.media.path:
+                return
+            self.bridge.cancel(job_id)
+        job = AnalysisJob(self.project.media.path, target)
+        job_id = self.bridge.submit(job)
+        self._analysis_job = (job_id, job)
+        self.jobs.add(job_id, "Face analysis")
+
+    def _show_overlay(self) -> None:
+        a = self.analysis
+        r = self._range()
+        if a is None or r is None or not a.start <= self.frame_index < a.stop:
+            self.viewer.set_overlay()
+            return
+        face = a.frame(self.frame_index)
+        if not face.found:
+            self.viewer.set_overlay()
+            return
+        self.viewer.set_overlay(box=face.box, landmarks=face.landmarks,
+                                mask_polygon=landmark_polygon(face.landmarks,
+                                                              r.settings.mask_kind),
+                                crop_box=face.crop_box)
+
+    # -- view state ----------------------------------------------------------------------
+    def _refresh(self) -> None:
+        """Bring the timeline, inspector and actions in line with the project."""
+        has_clip = self.project is not None
+        r = self._range()
+        if has_clip:
+            if r is not None:
+                self.timeline.set_range(r.start, r.end)
+            else:
+                self.timeline.clear_range()
+            self.timeline.set_range_states(self.range_states())
+        title = ""
+        if r is not None:
+            title = (f"Range {self.selected + 1} of {len(self.project.ranges)}: "
+                     f"{self._span(r.start, r.end)}")
+        self.inspector.show_range(r.settings if r is not None else None, title)
+        self.render_action.setEnabled(r is not None and bool(self.project.dubs))
+        self.export_action.setEnabled(has_clip)
+        self.save_action.setEnabled(has_clip)
+        self.empty_hint.setVisible(self._source_rgb is None)
+        self._update_title()
+        self._show_overlay()
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self.empty_hint.setGeometry(self.viewer.rect())
+
+    # -- keyboard and drops --------------------------------------------------------------
+    def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:
+        # Space here, not as a shortcut: the viewer sees it first (Space+drag pans) and passes
+        # it on, and a held key's auto-repeat must not toggle play over and over.
+        if event.key() == Qt.Key.Key_Space and not event.modifiers():
+            if not event.isAutoRepeat():
+                self.playback.toggle()
+            event.accept()
+            return
+        super().keyPressEvent(event)
+
+    def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:
+        if any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QtGui.QDropEvent) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        videos = [p for p in paths if os.path.splitext(p)[1].lower() not in AUDIO_EXTS]
+        audio = [p for p in paths if os.path.splitext(p)[1].lower() in AUDIO_EXTS]
+        if videos and os.path.splitext(videos[0])[1].lower() != SUFFIX:
+            self.open_video(videos[0], dub=audio[0] if audio else None)
+        elif videos:
+            self.open_project(videos[0])
+        elif audio:
+            self.load_dub(audio[0])
+        event.acceptProposedAction()
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        if not self._maybe_keep_changes():
+            event.ignore()
+            return
+        self.settings.save_window(self.saveGeometry(), self.saveState())
+        self.settings.sync()
+        # Timers outlive a closed (not yet deleted) window: none may reach the stopped bridge.
+        self._autosave.stop()
+        self._analysis_timer.stop()
+        self.playback.close()
+        self.bridge.shutdown()
+        super().closeEvent(event)
