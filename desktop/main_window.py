@@ -132,7 +132,7 @@ class ClipInfo:
         return float(self.info.duration)
 
     def index_at(self, t: float) -> int:
-        return int(max(np.searchsorted(self.times, t + 1e-6, side="right") - 1, 0))
+        return self.info.index_data.index_at(t)
 
     def frame_end(self, index: int) -> float:
         return float(self.times[index + 1]) if index + 1 < len(self.times) else self.duration

@@ -141,7 +141,7 @@ class Playback(QObject):
         self._dub_path = os.fspath(dub_path) if dub_path is not None else None
         self._dub_offset = float(dub_offset)
         self._ranges = tuple((float(a), float(b)) for a, b in ranges)
-        self._end = float(reader.times[-1] + reader.index.frame_durations()[-1])
+        self._end = reader.info.duration
         self._open_stream()
         self._shown = -1
         self.seek(0.0)

@@ -7,6 +7,7 @@ and B-frame reordering, and a seek starts at the last keyframe at or before the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from fractions import Fraction
 
 import av
@@ -30,10 +31,15 @@ class FrameIndex:
     def start_pts(self) -> int:
         return int(self.pts[0])
 
-    @property
+    @cached_property
     def times(self) -> np.ndarray:
-        """Seconds of each frame on the clip timeline (first frame at 0)."""
-        return (self.pts - self.pts[0]).astype(np.float64) * float(self.time_base)
+        """Seconds of each frame on the clip timeline (first frame at 0); read-only.
+
+        Computed once: the reader looks a frame's time up for every frame it decodes.
+        """
+        times = (self.pts - self.pts[0]).astype(np.float64) * float(self.time_base)
+        times.setflags(write=False)
+        return times
 
     def index_of_pts(self, pts: int) -> int | None:
         i = int(np.searchsorted(self.pts, pts))
@@ -51,12 +57,16 @@ class FrameIndex:
         k = int(np.searchsorted(self.key_pts, self.pts[i], side="right")) - 1
         return max(k, 0)
 
-    def frame_durations(self) -> np.ndarray:
-        """Seconds each frame is shown (the last one repeats the one before)."""
+    @cached_property
+    def durations(self) -> np.ndarray:
+        """Seconds each frame is shown (the last one repeats the one before); read-only."""
         if self.pts.size < 2:
-            return np.zeros(self.pts.size)
-        d = np.diff(self.pts).astype(np.float64) * float(self.time_base)
-        return np.append(d, d[-1])
+            d = np.zeros(self.pts.size)
+        else:
+            d = np.diff(self.pts).astype(np.float64) * float(self.time_base)
+            d = np.append(d, d[-1])
+        d.setflags(write=False)
+        return d
 
 
 def scan_index(container: av.container.InputContainer, stream: av.VideoStream,

@@ -142,7 +142,7 @@ def _probe_video(path: str, stream: av.VideoStream) -> VideoStreamInfo:
     if (vfr or not rate) and count > 1:
         span = Fraction(int(index.pts[-1] - index.pts[0])) * tb
         rate = (Fraction(count - 1) / span).limit_denominator(1001)
-    duration = float(index.times[-1] + index.frame_durations()[-1])
+    duration = float(index.times[-1] + index.durations[-1])
     return VideoStreamInfo(
         index=stream.index, codec=cc.name, profile=cc.profile,
         width=h if rotation in (90, 270) else w, height=w if rotation in (90, 270) else h,
@@ -154,7 +154,7 @@ def _probe_video(path: str, stream: av.VideoStream) -> VideoStreamInfo:
         sample_aspect_ratio=Fraction(stream.sample_aspect_ratio or 1),
         color=_color(cc, first),
         bit_rate=cc.bit_rate or None, index_data=index,
-        truncated=_is_truncated(stream, count, duration, float(index.frame_durations()[-1])))
+        truncated=_is_truncated(stream, count, duration, float(index.durations[-1])))
 
 
 def _is_truncated(stream: av.VideoStream, count: int, duration: float, last: float) -> bool:

@@ -70,7 +70,7 @@ class VideoWriter:
         self.temp_path = os.path.join(folder, f".{name}.{uuid.uuid4().hex[:8]}.part{ext}")
         self.settings = preset.settings(native_format(like.pix_fmt), like.coded_width,
                                         like.coded_height, quality)
-        self._durations = (like.index_data.frame_durations() if like.index_data is not None
+        self._durations = (like.index_data.durations if like.index_data is not None
                            else None)
         self._rot = like.rotation // 90
         self._audio = audio
