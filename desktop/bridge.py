@@ -23,7 +23,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
-import numpy as np
 from PySide6 import QtCore, QtGui
 from PySide6.QtCore import Signal, Slot
 
@@ -33,6 +32,7 @@ from engine.pipeline import SyncSettings, sync
 from engine.progress import CancelToken, ProgressFn
 from engine.project import Project
 from engine.render import ExportSettings, RenderResult, render
+from ui.images import rgb_to_qimage
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,7 @@ class ExportJob:
 
 def frame_to_qimage(frame: Frame) -> QtGui.QImage:
     """The frame as an RGB888 QImage that owns its pixels (safe to hand to another thread)."""
-    rgb = np.ascontiguousarray(frame.rgb())
-    image = QtGui.QImage(rgb.data, rgb.shape[1], rgb.shape[0], rgb.strides[0],
-                         QtGui.QImage.Format.Format_RGB888)
-    return image.copy()  # the constructor borrows ``rgb``; the copy owns its buffer
+    return rgb_to_qimage(frame.rgb(), QtGui.QImage.Format.Format_RGB888)
 
 
 class _Meter:

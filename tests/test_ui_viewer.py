@@ -190,8 +190,9 @@ def test_overlays_draw_and_toggle(qtbot):
 def test_frames_are_converted_once_and_repaint_is_cheap(qtbot, monkeypatch):
     v = make_viewer(qtbot, (960, 540))
     calls = []
-    convert = viewer_module._to_image
-    monkeypatch.setattr(viewer_module, "_to_image", lambda rgb: calls.append(1) or convert(rgb))
+    convert = viewer_module.rgb_to_qimage
+    monkeypatch.setattr(viewer_module, "rgb_to_qimage",
+                        lambda rgb: calls.append(1) or convert(rgb))
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 255, (1080, 1920, 3), np.uint8)
     v.set_frames(frame, frame[::-1].copy())

@@ -34,6 +34,7 @@ from engine.media.peaks import PeakPyramid
 from engine.media.probe import VideoStreamInfo, probe
 from engine.media.thumbnails import thumbnails
 from engine.timecode import format_timecode
+from ui.images import rgb_to_qimage
 from ui import theme
 
 Qt = QtCore.Qt
@@ -166,11 +167,8 @@ class _ThumbJob(QtCore.QRunnable):
             for frame, thumb in zip(self.frames, pictures):
                 if self.loader.generation != self.generation:
                     return  # superseded: the view moved on
-                rgb = thumb.image
-                image = QtGui.QImage(rgb.data, rgb.shape[1], rgb.shape[0], rgb.strides[0],
-                                     QtGui.QImage.Format.Format_RGB888).convertToFormat(
-                    QtGui.QImage.Format.Format_RGB32)  # a copy that owns its pixels
-                self.loader.loaded.emit(self.generation, frame, self.exact, image)
+                self.loader.loaded.emit(self.generation, frame, self.exact,
+                                        rgb_to_qimage(thumb.image))
         except RedubError:  # a damaged stretch: keep the thumbnails decoded so far
             return
 

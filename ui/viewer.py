@@ -19,6 +19,7 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from ui import theme
+from ui.images import rgb_to_qimage
 
 CompareMode = Literal["source", "result", "split", "difference"]
 COMPARE_MODES: tuple[str, ...] = ("source", "result", "split", "difference")
@@ -31,16 +32,6 @@ _WIPE_GRAB_PX = 6  # how close to the wipe line a press grabs it
 _NEAREST_FROM = 2.0  # at or above this magnification, show pixels as blocks (pixel peeping)
 
 Qt = QtCore.Qt
-
-
-def _to_image(rgb: np.ndarray) -> QtGui.QImage:
-    """An RGB32 copy of an (h, w, 3) uint8 array: the format Qt paints fastest."""
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected an (h, w, 3) RGB frame, got shape {rgb.shape}")
-    h, w, _ = rgb.shape
-    image = QtGui.QImage(rgb.data, w, h, rgb.strides[0], QtGui.QImage.Format.Format_RGB888)
-    return image.convertToFormat(QtGui.QImage.Format.Format_RGB32)  # a copy: rgb may go
 
 
 def _finite(points: np.ndarray | None, shape: tuple[int, ...] | None = None) -> np.ndarray | None:
@@ -93,9 +84,9 @@ class Viewer(QtWidgets.QWidget):
                              f"{np.shape(source)}")
         old = self.frame_size()
         self._source_rgb, self._result_rgb = source, result
-        self._images = {"source": _to_image(source)}
+        self._images = {"source": rgb_to_qimage(source)}
         if result is not None:
-            self._images["result"] = _to_image(result)
+            self._images["result"] = rgb_to_qimage(result)
         self._scaled.clear()
         if self._fit or old != self.frame_size():
             self.fit()
@@ -268,7 +259,7 @@ class Viewer(QtWidgets.QWidget):
         if name == "difference" and name not in self._images:
             # Computed on first use per frame pair, not on every repaint.
             diff = np.abs(self._source_rgb.astype(np.int16) - self._result_rgb)
-            self._images[name] = _to_image(np.minimum(diff * self._gain, 255).astype(np.uint8))
+            self._images[name] = rgb_to_qimage(np.minimum(diff * self._gain, 255).astype(np.uint8))
         return self._images[name]
 
     def _draw_image(self, p: QtGui.QPainter, name: str, rect: QtCore.QRectF) -> None:
