@@ -6,6 +6,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import soundfile as sf
 
 
 def pattern(i: int, width: int, height: int) -> np.ndarray:
@@ -88,6 +89,12 @@ def tone(seconds: float, rate: int, channels: int, freq: float = 440.0) -> np.nd
     t = np.arange(n) / rate
     mono = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
     return np.repeat(mono[:, None], channels, axis=1)
+
+
+def write_tone_wav(path: Path, seconds: float = 1.0, rate: int = 16000) -> Path:
+    """A mono 16-bit WAV of a tone: a dub track for tests that need any sound at all."""
+    sf.write(str(path), tone(seconds, rate, 1, freq=220.0), rate, subtype="PCM_16")
+    return path
 
 
 def write_tone(out, astream, seconds: float, rate: int, channels: int) -> None:

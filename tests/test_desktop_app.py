@@ -1,10 +1,8 @@
 """The main window: opening media, marking ranges, undo, the dub, render, export, projects."""
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PySide6 import QtCore, QtGui, QtWidgets
 
@@ -13,7 +11,7 @@ from desktop.settings import Settings
 from engine.face.analysis import Target
 from engine.project import Project
 from tests.conftest import shared_clip
-from tests.media_factory import make_video
+from tests.media_factory import make_video, write_tone_wav
 
 Qt = QtCore.Qt
 
@@ -60,17 +58,6 @@ except ImportError:  # playback not written yet: a stand-in that shows frames on
         return Playback()
 
 
-def write_wav(path: Path, seconds: float, rate: int = 16000) -> Path:
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype(np.int16)
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(rate)
-        f.writeframes(samples.tobytes())
-    return path
-
-
 @pytest.fixture
 def window(qtbot, tmp_path, monkeypatch):
     # Modal boxes would wait for a click forever: answer them, and keep the warnings.
@@ -106,7 +93,7 @@ def go_to_frame(qtbot, win: MainWindow, index: int) -> None:
 @pytest.fixture
 def synthetic(tmp_path):
     return (make_video(tmp_path / "v.mp4", frames=50, size=(160, 96)),
-            write_wav(tmp_path / "dub.wav", 2.5))
+            write_tone_wav(tmp_path / "dub.wav", 2.5))
 
 
 def test_empty_window_and_settings_round_trip(window, tmp_path):

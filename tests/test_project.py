@@ -4,7 +4,6 @@ import errno
 import json
 import os
 import shutil
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +17,7 @@ from engine.paths import cache_dir
 from engine.pipeline import SyncSettings
 from engine.project import (DubTrack, ExportPrefs, MaskPolygon, MediaRef, Project,
                             RangeSettings, Recovery, SyncRange, autosave_path, migrate)
-from tests.media_factory import make_video
-
-
-def write_wav(path: Path, seconds: float = 1.0, rate: int = 16000) -> Path:
-    samples = (3000 * np.sin(np.arange(int(seconds * rate)) * 0.05)).astype("<i2")
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.tobytes())
-    return path
+from tests.media_factory import make_video, write_tone_wav
 
 
 def full_project(video: Path, dub: Path) -> Project:
@@ -53,7 +42,7 @@ def media(tmp_path):
     folder = tmp_path / "media"
     folder.mkdir()
     return (make_video(folder / "clip.mp4", frames=40, size=(96, 64)),
-            write_wav(folder / "dub.wav"))
+            write_tone_wav(folder / "dub.wav"))
 
 
 def test_round_trip(tmp_path, media):
@@ -163,7 +152,7 @@ def test_relink_after_moving_media(tmp_path, media):
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     os.replace(dub, elsewhere / "dub.wav")
-    write_wav(proj_dir / "dub.wav", seconds=2.0)
+    write_tone_wav(proj_dir / "dub.wav", seconds=2.0)
 
     project = Project.load(path)
     report = project.relink(proj_dir)
