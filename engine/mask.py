@@ -12,22 +12,24 @@ sub-pixel landmark motion instead of stepping a pixel at a time, which would fli
 Sizes (dilation, feather, the lips margin) are fractions of :func:`face_scale`, so one setting
 looks the same on a close-up and a wide shot.
 
-Per-frame overrides are polygons the user draws, stored in the canonical face frame of the
-face-analysis module (``to_face``: a 2x3 affine, frame pixels -> face coordinates) so a shape
-drawn on one frame follows the head on the next.
+Per-frame overrides are polygons (or brush strokes) the user draws, stored in the canonical
+face frame of the face-analysis module (``to_face``: a 2x3 affine, frame pixels -> face
+coordinates) so a shape drawn on one frame follows the head on the next. An edited outline, in
+the same coordinates, stands in for the landmark outline and keeps its dilation and feather.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
+import cv2
 import numpy as np
 
 from engine.errors import UsageError
 from engine.face import geometry as geo
 
 MaskKind = Literal["lower_face", "lips"]
-OverrideMode = Literal["replace", "exclude", "add"]
+OverrideMode = Literal["replace", "exclude", "add", "erase"]
 Box = tuple[int, int, int, int]
 
 # Lower face: the jaw line from cheek to cheek through the chin (3..13; the points above climb to
@@ -39,6 +41,8 @@ OUTER_LIPS = np.arange(48, 60)
 # past the old ones, while the soft edge still stops short of the nose (the upper lip is about a
 # quarter of an inter-ocular distance below it).
 LIPS_MARGIN = 0.08
+# Edges at least this soft (pixels) are drawn from a distance field sampled every other pixel.
+_COARSE_FEATHER = 6.0
 
 
 @dataclass(frozen=True)
@@ -63,24 +67,35 @@ class MaskSettings:
 
 @dataclass(frozen=True, eq=False)
 class MaskOverride:
-    """A polygon drawn by the user on one frame, in canonical face coordinates.
+    """A polygon (or brush stroke) drawn by the user on one frame, in canonical face coordinates.
 
     ``replace``: the polygons are the mask (the landmark mask is ignored); ``add``: they are
-    added to it; ``exclude``: they are cut out of it, keeping the source pixels there (a hand in
-    front of the mouth). The drawn outline is honoured exactly: replaced/added polygons are fully
-    replaced inside and excluded ones fully kept; the frame's feather lies outside the outline.
+    added to it; ``erase``: they are cut out of it, in order with the adds (a later add paints
+    over an earlier erase); ``exclude``: they are cut out last, keeping the source pixels there
+    whatever else is drawn (a hand in front of the mouth). The drawn outline is honoured
+    exactly: replaced/added shapes are fully replaced inside and erased/excluded ones fully
+    kept; the frame's feather lies outside the outline.
+
+    With ``radius`` set the points are an open brush stroke of that radius (face units) rather
+    than a closed polygon.
     """
 
     polygon: np.ndarray  # (K, 2) canonical face coordinates
     mode: OverrideMode = "exclude"
+    radius: float | None = None
 
     def __post_init__(self) -> None:
         poly = np.asarray(self.polygon, dtype=np.float64)
-        if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < 3 or not np.isfinite(poly).all():
-            raise UsageError(f"mask polygon needs at least 3 finite points, got {poly.shape}")
-        if self.mode not in ("replace", "exclude", "add"):
+        least = 1 if self.radius is not None else 3
+        if poly.ndim != 2 or poly.shape[1] != 2 or len(poly) < least \
+                or not np.isfinite(poly).all():
+            raise UsageError(f"mask {'stroke' if least == 1 else 'polygon'} needs at least "
+                             f"{least} finite points, got {poly.shape}")
+        if self.mode not in ("replace", "exclude", "add", "erase"):
             raise UsageError(f"unknown mask override mode {self.mode!r} "
-                             "(replace, exclude or add)")
+                             "(replace, exclude, add or erase)")
+        if self.radius is not None and not (np.isfinite(self.radius) and self.radius > 0):
+            raise UsageError(f"bad brush radius {self.radius}")
         object.__setattr__(self, "polygon", poly)
 
     @classmethod
@@ -124,16 +139,18 @@ def landmark_mask(landmarks: np.ndarray, box: Box,
     scale = face_scale(landmarks)
     grow = settings.dilation + (LIPS_MARGIN if settings.kind == "lips" else 0.0)
     poly = landmark_polygon(landmarks, settings.kind) - box[:2]
-    return polygon_mask(poly, _shape(box), grow * scale, settings.feather * scale)
+    return polygon_mask(poly, _shape(box), grow * scale, settings.feather * scale, coarse=True)
 
 
 def polygon_mask(polygon: np.ndarray, shape: tuple[int, int], offset: float,
-                 feather: float) -> np.ndarray:
+                 feather: float, coarse: bool = False) -> np.ndarray:
     """Soft mask (float32, ``shape``) of a polygon in crop pixels.
 
     The edge is ``offset`` pixels outside the outline (rounded at convex corners) and the mask
     falls from 1 to 0 across it over ``feather`` pixels. Only the polygon's neighbourhood is
-    computed; the rest is exactly 0.
+    computed; the rest is exactly 0. ``coarse`` allows a distance field sampled every other
+    pixel for soft edges (a landmark mask's): not for user-drawn shapes, whose edges must be
+    exact (an exclusion keeps every source pixel it covers).
     """
     h, w = shape
     out = np.zeros((h, w), np.float32)
@@ -143,34 +160,89 @@ def polygon_mask(polygon: np.ndarray, shape: tuple[int, int], offset: float,
     hi = np.ceil(poly.max(0) + reach + 1).astype(int).clip(0, [w, h])
     if (hi <= lo).any():
         return out
-    sd = _signed_distance(poly - lo, hi[0] - lo[0], hi[1] - lo[1])
+    w_box, h_box = hi - lo
+    if coarse and feather >= _COARSE_FEATHER and min(w_box, h_box) >= 8:
+        # The distance is 1-Lipschitz, so sampled every other pixel and interpolated linearly it
+        # is off by well under a pixel: invisible in an edge this soft, at a quarter of the cost.
+        # Coarse sample i sits at fine coordinate 2i + 0.5, where cv2.resize expects it.
+        cw, ch = (w_box + 1) // 2, (h_box + 1) // 2
+        coarse = 2 * _signed_distance((poly - lo - 0.5) / 2, cw, ch)
+        sd = cv2.resize(coarse, (cw * 2, ch * 2), interpolation=cv2.INTER_LINEAR)[:h_box, :w_box]
+    else:
+        sd = _signed_distance(poly - lo, w_box, h_box)
     out[lo[1]:hi[1], lo[0]:hi[0]] = _ramp(offset - sd, feather)
     return out
 
 
 def frame_mask(landmarks: np.ndarray, box: Box, to_face: np.ndarray,
                settings: MaskSettings = MaskSettings(),
-               overrides: Iterable[MaskOverride] = ()) -> np.ndarray:
+               overrides: Iterable[MaskOverride] = (), *, outline: np.ndarray | None = None,
+               union: np.ndarray | None = None) -> np.ndarray:
     """The final mask of one frame in the crop ``box``: landmark mask with the frame's overrides.
 
-    Replace polygons (their union) stand in for the landmark mask, add polygons are united with
-    it, exclude polygons are cut out last, so an exclusion always wins. The result is tapered to
-    0 at the crop's border, since the crop's edge is pasted back into the frame hard.
+    ``outline`` (face coordinates) replaces the landmark outline, drawn the way the landmark
+    mask is (dilated, feathered). Replace polygons (their union) stand in for that mask;
+    ``union`` (a mask of the crop, e.g. the generated mouth's) is united with it; add and erase
+    shapes apply in order; exclude shapes are cut out last, so an exclusion always wins. The
+    result is tapered to 0 at the crop's border, since the crop's edge is pasted back into the
+    frame hard.
     """
-    feather = settings.feather * face_scale(landmarks)
+    scale = face_scale(landmarks)
+    feather = settings.feather * scale
     shape = _shape(box)
     overrides = tuple(overrides)
-    soft = {mode: [polygon_mask(o.in_crop(to_face, box), shape, feather / 2, feather)
-                   for o in overrides if o.mode == mode]
-            for mode in ("replace", "add", "exclude")}
-    mask = (np.maximum.reduce(soft["replace"]) if soft["replace"]
-            else landmark_mask(landmarks, box, settings))
-    for extra in soft["add"]:
-        np.maximum(mask, extra, out=mask)
-    for cut in soft["exclude"]:
-        mask *= 1 - cut
+    to_frame = geo.invert(np.asarray(to_face, np.float64))
+
+    def soft(o: MaskOverride) -> np.ndarray:
+        points = o.in_crop(to_face, box)
+        if o.radius is None:
+            return polygon_mask(points, shape, feather / 2, feather)
+        radius = o.radius * float(geo.scale_of(to_frame))
+        return stroke_mask(points, shape, radius + feather / 2, feather)
+
+    replace = [soft(o) for o in overrides if o.mode == "replace"]
+    if replace:
+        mask = np.maximum.reduce(replace)
+    elif outline is not None:
+        poly = geo.apply(to_frame, np.asarray(outline, np.float64)) - box[:2]
+        grow = settings.dilation + (LIPS_MARGIN if settings.kind == "lips" else 0.0)
+        mask = polygon_mask(poly, shape, grow * scale, feather, coarse=True)
+    else:
+        mask = landmark_mask(landmarks, box, settings)
+    if union is not None:
+        np.maximum(mask, union, out=mask)
+    for o in overrides:
+        if o.mode == "add":
+            np.maximum(mask, soft(o), out=mask)
+        elif o.mode == "erase":
+            mask *= 1 - soft(o)
+    for o in overrides:
+        if o.mode == "exclude":
+            mask *= 1 - soft(o)
     mask *= _border_taper(shape, feather)
     return mask
+
+
+def stroke_mask(points: np.ndarray, shape: tuple[int, int], radius: float,
+                feather: float) -> np.ndarray:
+    """Soft mask (float32, ``shape``) of a brush stroke along ``points`` (crop pixels).
+
+    The edge is ``radius`` pixels from the stroke's centre line (round caps and joins) and the
+    mask falls from 1 to 0 across it over ``feather`` pixels; elsewhere it is exactly 0.
+    """
+    h, w = shape
+    out = np.zeros((h, w), np.float32)
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    reach = max(radius + feather / 2, 0.0) + 1
+    lo = np.floor(pts.min(0) - reach).astype(int).clip(0, [w, h])
+    hi = np.ceil(pts.max(0) + reach + 1).astype(int).clip(0, [w, h])
+    if (hi <= lo).any():
+        return out
+    local = pts - lo
+    segments = list(zip(local, local[1:])) if len(local) > 1 else [(local[0], local[0])]
+    d2 = _segments_distance2(segments, hi[0] - lo[0], hi[1] - lo[1])
+    out[lo[1]:hi[1], lo[0]:hi[0]] = _ramp(radius - np.sqrt(d2), feather)
+    return out
 
 
 def _shape(box: Box) -> tuple[int, int]:
@@ -202,12 +274,28 @@ def _signed_distance(poly: np.ndarray, w: int, h: int) -> np.ndarray:
     negative inside (even-odd rule)."""
     xs = np.arange(w, dtype=np.float32)
     ys = np.arange(h, dtype=np.float32)
-    d2 = np.full((h, w), np.inf, np.float32)
     inside = np.zeros((h, w), bool)
+    edges = list(zip(poly, np.roll(poly, -1, axis=0)))
+    for (ax, ay), (bx, by) in edges:
+        # Crossing test of a ray towards +x: the crossing's x depends only on the row.
+        rows = (ay > ys) != (by > ys)
+        if rows.any():
+            cross_x = ax + (ys[rows] - ay) * ((bx - ax) / (by - ay))
+            inside[rows] ^= xs[None, :] < cross_x[:, None]
+    dist = np.sqrt(_segments_distance2(edges, w, h))
+    return np.where(inside, -dist, dist)
+
+
+def _segments_distance2(segments: Iterable[tuple[np.ndarray, np.ndarray]], w: int,
+                        h: int) -> np.ndarray:
+    """Squared distance from each pixel centre of a (h, w) grid to the nearest segment."""
+    xs = np.arange(w, dtype=np.float32)
+    ys = np.arange(h, dtype=np.float32)
+    d2 = np.full((h, w), np.inf, np.float32)
     t = np.empty((h, w), np.float32)
     ex = np.empty((h, w), np.float32)
     ey = np.empty((h, w), np.float32)
-    for (ax, ay), (bx, by) in zip(poly, np.roll(poly, -1, axis=0)):
+    for (ax, ay), (bx, by) in segments:
         dx, dy = bx - ax, by - ay
         length2 = dx * dx + dy * dy
         px = (xs - np.float32(ax))[None, :]
@@ -226,10 +314,4 @@ def _signed_distance(poly: np.ndarray, w: int, h: int) -> np.ndarray:
         np.multiply(ey, ey, out=ey)
         np.add(ex, ey, out=ex)
         np.minimum(d2, ex, out=d2)
-        # Crossing test of a ray towards +x: the crossing's x depends only on the row.
-        rows = (ay > ys) != (by > ys)
-        if rows.any():
-            cross_x = ax + (ys[rows] - ay) * (dx / dy)
-            inside[rows] ^= xs[None, :] < cross_x[:, None]
-    dist = np.sqrt(d2)
-    return np.where(inside, -dist, dist)
+    return d2

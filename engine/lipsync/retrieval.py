@@ -68,7 +68,7 @@ class RetrievalGenerator:
                                    train, space.scale, self.select_settings)
             self.plan[run] = train[chosen]
         self._analysis = a
-        self._donors = VideoReader(ctx.video, cache_bytes=self.cache_bytes)
+        self._donors = VideoReader(ctx.video, cache_bytes=self.cache_bytes, threads=1)
 
     def generate(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
         a = self._analysis

@@ -86,8 +86,9 @@ def _border_points(box: tuple[int, int, int, int], per_side: int = 6) -> np.ndar
 def _rbf(ctrl: np.ndarray, values: np.ndarray, at: np.ndarray, radius: float) -> np.ndarray:
     """Gaussian radial-basis interpolation of ``values`` given at ``ctrl``, evaluated ``at``."""
     def kernel(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-        d2 = ((p[:, None, :] - q[None, :, :]) ** 2).sum(-1)
-        return np.exp(-d2 / (2 * radius * radius))
+        # |p - q|^2 expanded, so the pairwise term is one matrix product.
+        d2 = (p * p).sum(1)[:, None] + (q * q).sum(1)[None, :] - 2 * p @ q.T
+        return np.exp(-np.maximum(d2, 0) / (2 * radius * radius))
 
     k = kernel(ctrl, ctrl) + 1e-6 * np.eye(len(ctrl))
     weights = np.linalg.solve(k, values)
