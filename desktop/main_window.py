@@ -278,6 +278,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.playback.notice.connect(lambda text: self.statusBar().showMessage(text, 5000))
         self.timeline.playhead_moved.connect(self.playback.scrub)
         self.timeline.range_changed.connect(self._on_timeline_range)
+        self.timeline.range_selected.connect(self.select_range)
         self.timeline.dub_offset_changed.connect(self._on_timeline_offset)
         self.viewer.clicked.connect(self._on_viewer_click)
         self.inspector.edited.connect(self._on_inspector_edit)
@@ -697,6 +698,13 @@ class MainWindow(QtWidgets.QMainWindow):
         start = r.start if r is not None and r.start < t else 0.0
         self.set_range(start, t, "mark")
 
+    def select_range(self, index: int) -> None:
+        """Make range ``index`` the one I/O, the inspector and Render work on."""
+        if self.project is None or not 0 <= index < len(self.project.ranges):
+            return
+        self.selected = index
+        self._refresh()
+
     def new_range(self) -> None:
         """Deselect: the next I or O starts another range."""
         self.selected = None
@@ -1002,6 +1010,8 @@ class MainWindow(QtWidgets.QMainWindow):
             else:
                 self.timeline.clear_range()
             self.timeline.set_range_states(self.range_states())
+            self.timeline.set_ranges([(x.start, x.end) for x in self.project.ranges],
+                                     self.selected)
         title = ""
         if r is not None:
             title = (f"Range {self.selected + 1} of {len(self.project.ranges)}: "

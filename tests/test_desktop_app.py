@@ -342,3 +342,24 @@ def test_export_dialog_presets(qtbot, tmp_path):
     choice = dialog.choice()
     assert choice.prefs.codec == "prores" and choice.prefs.quality == {"profile": "3"}
     assert not choice.ranges_only
+
+
+def test_clicking_a_range_in_the_state_lane_selects_it(qtbot, window, synthetic):
+    video, dub = synthetic
+    open_clip(qtbot, window, video, dub)
+    window.set_range(0.2, 0.6)
+    window.new_range()
+    window.set_range(1.0, 1.4)
+    assert window.selected == 1 and window.timeline.range == pytest.approx((1.0, 1.4))
+    tl = window.timeline
+    y = round(tl.lane_rect("states").center().y())
+    qtbot.mouseClick(tl.canvas(), Qt.MouseButton.LeftButton,
+                     pos=QtCore.QPoint(round(tl.x_at(0.4)), y))
+    assert window.selected == 0 and tl.range == pytest.approx((0.2, 0.6))
+    assert window.inspector.heading.text().startswith("Range 1 of 2")
+    # I and O now edit the range that was picked, not the last one made.
+    go_to_frame(qtbot, window, 2)
+    window.activateWindow()
+    qtbot.keyClick(window, Qt.Key.Key_I)
+    assert (window.project.ranges[0].start, window.project.ranges[1].start) == \
+        pytest.approx((0.08, 1.0))

@@ -242,6 +242,13 @@ class _Ruler(_Item):
                 if state == "rendering":  # hatched: work in progress
                     p.fillRect(bar, QtGui.QBrush(theme.color("#ffffff", 90),
                                                  Qt.BrushStyle.BDiagPattern))
+        # The other ranges: outlined, so they can be seen and clicked to select them.
+        p.setBrush(Qt.BrushStyle.NoBrush)
+        for i, (start, end) in enumerate(tl._ranges):
+            x0, x1 = max(d.x(start), left), min(d.x(end), right)
+            if x1 > x0 and i != tl._selected:
+                p.setPen(QtGui.QPen(theme.color(theme.ACCENT, 170), 1))
+                p.drawRect(QtCore.QRectF(x0 + 0.5, y0 + 0.5, max(x1 - x0 - 1, 1.0), y1 - y0 - 1))
 
 
 def _tick_steps(fps: float, px_per_frame: float, label_w: float) -> tuple[int, int | None]:
@@ -485,6 +492,7 @@ class Timeline(QtWidgets.QWidget):
     playhead_moved = QtCore.Signal(float)  # seconds, the start of a frame
     dub_offset_changed = QtCore.Signal(float)  # seconds the dub starts after the clip
     range_changed = QtCore.Signal(float, float)  # in, out seconds (out exclusive)
+    range_selected = QtCore.Signal(int)  # index into set_ranges' list, clicked in the state lane
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -504,6 +512,8 @@ class Timeline(QtWidgets.QWidget):
         self._playhead = 0.0
         self._range: tuple[float, float] | None = None
         self._states: list[tuple[float, float, str]] = []
+        self._ranges: list[tuple[float, float]] = []  # every sync range; the selected one is _range
+        self._selected: int | None = None
         self._snap_at: float | None = None
         self._drag: _Drag | None = None
         self._view = (0.0, 10.0)
@@ -628,6 +638,13 @@ class Timeline(QtWidgets.QWidget):
 
     def clear_range(self) -> None:
         self._range = None
+        self._changed()
+
+    def set_ranges(self, ranges: Sequence[tuple[float, float]], selected: int | None) -> None:
+        """Every sync range of the project, outlined in the state lane; ``selected`` is the one
+        whose in/out the brackets edit (also set with :meth:`set_range`)."""
+        self._ranges = [(float(a), float(b)) for a, b in ranges]
+        self._selected = selected
         self._changed()
 
     def set_range_states(self, states: Sequence[tuple[float, float, str]]) -> None:
@@ -880,8 +897,12 @@ class Timeline(QtWidgets.QWidget):
         if event.button() != Qt.MouseButton.LeftButton:
             return
         handle = self._handle_at(x, y)
+        picked = self._range_at(x, y) if handle is None else None
         if handle is not None:
             self._drag = _Drag(handle, x)
+        elif picked is not None:
+            self._selected = picked
+            self.range_selected.emit(picked)
         elif self._on_dub(x, y):
             self._drag = _Drag("dub-pending", x, offset=self._dub_offset)
         else:
@@ -944,6 +965,15 @@ class Timeline(QtWidgets.QWidget):
         if -SNAP_PX <= x - xo <= SNAP_PX / 2:
             return "out"
         return None
+
+    def _range_at(self, x: float, y: float) -> int | None:
+        """The unselected range under (x, y) in the state lane, if any."""
+        y0, y1 = self._layout.states
+        if not y0 <= y < y1:
+            return None
+        t = self.time_at(x)
+        hits = [i for i, (a, b) in enumerate(self._ranges) if a <= t < b and i != self._selected]
+        return hits[-1] if hits else None
 
     def _on_dub(self, x: float, y: float) -> bool:
         y0, y1 = self._layout.dub
