@@ -1,11 +1,16 @@
 """This speaker's audio-to-mouth-shape mapping, learned from the footage's own sound.
 
 Features per video frame are the log-mel energy of a few broad bands around the frame (a short
-context on either side, since lips move ahead of and behind the sound they make) plus the voice
-activity. Each track's features are normalised by that track's own statistics, so a dub recorded
-at another level or by another voice lands in the same range. A ridge regression maps them to
-the shape code (openness and PCA coordinates); the prediction is smoothed in time and pulled to
-the resting mouth where there is no speech.
+context on either side, since lips move ahead of and behind the sound they make), the voice
+activity, and last the loudness envelope (broad-band log-mel smoothed over 150 ms). Each track's
+features are normalised by that track's own statistics, so a dub recorded at another level or by
+another voice lands in the same range. A ridge regression maps them to the PCA coordinates of
+the shape code. Openness, the component that matters most, follows the envelope alone with a
+slope that cannot be negative: the mouth opens with loudness for every speaker, and a clip's few
+seconds of training footage are too little to learn more without over-fitting (a free fit of the
+openness on held-out halves of the shared clips scored a mean correlation of 0.13, the envelope
+0.25). The prediction is smoothed in time and pulled to the resting mouth where there is no
+speech.
 """
 from __future__ import annotations
 
@@ -18,11 +23,13 @@ from engine.audio import AudioFeatures
 BANDS = (0, 20, 40, 60, 80)  # mel band groups: low, low-mid, high-mid, high
 LAGS = (-2, -1, 0, 1, 2)  # video frames of context
 MIN_TRAIN_SECONDS = 2.0
+ENVELOPE_STEPS = 12  # mel steps (12.5 ms each) the loudness envelope averages over
+ENVELOPE_LAG = 2  # mel steps: the envelope is read slightly after the frame, as lips lead sound
 
 
 @dataclass(frozen=True)
 class MotionSettings:
-    openness_gain: float = 1.0  # scales openness around the resting mouth
+    openness_gain: float | np.ndarray = 1.0  # scales openness around the resting mouth (per frame)
     ridge: float = 100.0
     smooth_frames: float = 1.0  # Gaussian sigma of the temporal smoothing, in frames
     silence_pull: float = 1.0  # 1: silent frames take the resting mouth fully
@@ -40,7 +47,19 @@ def audio_features(features: AudioFeatures, times: np.ndarray) -> np.ndarray:
     normed = (per_frame - ref.mean(0)) / (ref.std(0) + 1e-3)
     n = len(normed)
     context = [normed[np.clip(np.arange(n) + lag, 0, n - 1)] for lag in LAGS]
-    return np.column_stack(context + [features.speech_prob])
+    return np.column_stack(context + [features.speech_prob, _envelope(mel, times, speech)])
+
+
+def _envelope(mel: np.ndarray, times: np.ndarray, speech: np.ndarray) -> np.ndarray:
+    """Broad-band loudness per frame, smoothed, normalised over the track's speech."""
+    level = mel.mean(0)
+    kernel = np.ones(ENVELOPE_STEPS) / ENVELOPE_STEPS
+    padded = np.pad(level, ENVELOPE_STEPS, mode="edge")
+    smooth = np.convolve(padded, kernel, mode="same")[ENVELOPE_STEPS:-ENVELOPE_STEPS]
+    at = np.clip(np.round(np.asarray(times) * 80).astype(int) + ENVELOPE_LAG, 0, len(level) - 1)
+    env = smooth[at]
+    ref = env[speech] if speech.sum() >= 5 else env
+    return (env - ref.mean()) / (ref.std() + 1e-3)
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,11 @@ class MotionModel:
         y_mean = codes.mean(0)
         gram = xn.T @ xn + settings.ridge * np.eye(x.shape[1])
         weights = np.linalg.solve(gram, xn.T @ (codes - y_mean))
+        # Openness from the envelope alone (the last feature), with this speaker's own range of
+        # openness: a least-squares slope would shrink the motion by the (weak) correlation and
+        # leave a mumbling mouth.
+        weights[:, 0] = 0.0
+        weights[-1, 0] = codes[:, 0].std()
         return MotionModel(weights, mu, sd, y_mean, rest, generic=False)
 
     @staticmethod
@@ -78,7 +102,8 @@ class MotionModel:
         span = max(float(np.percentile(codes[:, 0], 95) - rest[0]), 0.08) if len(codes) else 0.12
         centre = LAGS.index(0) * (len(BANDS) - 1)
         weights[centre : centre + len(BANDS) - 1, 0] = span / 8  # broad-band loudness
-        weights[-1, 0] = span / 2  # speech probability
+        weights[-2, 0] = span / 2  # speech probability
+        weights[-1, 0] = span / 4  # smoothed loudness
         y_mean = rest.copy()
         y_mean[0] += span / 3
         return MotionModel(weights, np.zeros(n_features), np.ones(n_features), y_mean, rest,
