@@ -65,6 +65,17 @@ def _check_installed() -> None:
     model_path(_PREDICTOR_FILE)
 
 
+def preload() -> None:
+    """Load the detector and the 68-point model now rather than on first use.
+
+    dlib's loader holds the interpreter lock for about 0.4 s; an interactive program calls this
+    while it starts, so the load never freezes its event loop in the middle of a job.
+    """
+    _check_installed()
+    _hog()
+    _predictor()
+
+
 @lru_cache(maxsize=None)
 def _hog():
     return _dlib().get_frontal_face_detector()
