@@ -1012,6 +1012,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.timeline.set_range_states(self.range_states())
             self.timeline.set_ranges([(x.start, x.end) for x in self.project.ranges],
                                      self.selected)
+            self.playback.set_ranges([(x.start, x.end) for x in self.project.ranges])
         title = ""
         if r is not None:
             title = (f"Range {self.selected + 1} of {len(self.project.ranges)}: "

@@ -150,6 +150,14 @@ class Playback(QObject):
         self._dub_offset = float(seconds)
         self._restart_audio()
 
+    def set_ranges(self, ranges: Sequence[tuple[float, float]]) -> None:
+        """The sync ranges, where the "result" audio takes the dub; at once, also while playing."""
+        ranges = tuple((float(a), float(b)) for a, b in ranges)
+        if ranges != self._ranges:
+            self._ranges = ranges
+            if self._which == "result":
+                self._restart_audio()
+
     def set_audio(self, which: str) -> None:
         """Which audio plays: "source", "dub" or "result"; at once, also while playing."""
         if which not in AUDIO_CHOICES:

@@ -176,6 +176,14 @@ def test_scrub_shows_frame_and_plays_faded_grain(qtbot, clip, fake_playback):
     assert np.abs(out[loud[-1] + 1 :]).max(initial=0) == 0  # silence after it
 
 
+def _tonal(x):
+    """Residual of predicting each sample from the previous two as the source's 440 Hz tone:
+    near 0 for the tone, large for the dub's noise."""
+    m = x[:, 0].astype(np.float64)
+    resid = m[2:] - 2 * np.cos(2 * np.pi * 440 / RATE) * m[1:-1] + m[:-2]
+    return np.sqrt(np.mean(resid ** 2)) / max(np.sqrt(np.mean(m ** 2)), 1e-9)
+
+
 def test_audio_choice_changes_samples_while_playing(qtbot, clip, dub, fake_playback):
     pb = fake_playback
     pb.set_media(clip, dub_path=dub, dub_offset=0.0, ranges=[(0.0, 2.0)])
@@ -192,14 +200,26 @@ def test_audio_choice_changes_samples_while_playing(qtbot, clip, dub, fake_playb
     dub_part = np.concatenate(stream.chunks[b - 8 : b - 2])
     assert pb.state == "paused"
 
-    def tonal(x):  # a pure tone: the next sample is well predicted by the previous two
-        m = x[:, 0].astype(np.float64)
-        resid = m[2:] - 2 * np.cos(2 * np.pi * 440 / RATE) * m[1:-1] + m[:-2]
-        return np.sqrt(np.mean(resid ** 2)) / max(np.sqrt(np.mean(m ** 2)), 1e-9)
-
-    assert np.abs(source_part).max() > 0.2 and tonal(source_part) < 0.01
-    assert np.abs(dub_part).max() > 0.2 and tonal(dub_part) > 0.2  # noise (band-limited by the 16 kHz source)
+    assert np.abs(source_part).max() > 0.2 and _tonal(source_part) < 0.01
+    assert np.abs(dub_part).max() > 0.2 and _tonal(dub_part) > 0.2  # noise (band-limited by the 16 kHz source)
     assert 0.3 < pb.clock() < 1.2  # the audio clock advanced with the samples
+
+
+def test_result_audio_follows_the_ranges_while_playing(qtbot, clip, dub, fake_playback):
+    pb = fake_playback
+    pb.set_media(clip, dub_path=dub, dub_offset=0.0, ranges=[])
+    pb.set_audio("result")
+    wait_frame(qtbot, pb, 0)
+    pb.play()
+    qtbot.wait(400)
+    a = len(FakeStream.instances[-1].chunks)
+    before = np.concatenate(FakeStream.instances[-1].chunks[a - 8 : a - 2])
+    pb.set_ranges([(0.0, 2.0)])  # the whole clip is now re-synced: the result is the dub
+    qtbot.wait(400)
+    chunks = FakeStream.instances[-1].chunks
+    after = np.concatenate(chunks[len(chunks) - 8 : len(chunks) - 2])
+    pb.pause()
+    assert _tonal(before) < 0.01 and _tonal(after) > 0.2  # the source's tone, then the dub's noise
 
 
 def test_audio_clock_keeps_frames_in_step(qtbot, clip, fake_playback):
