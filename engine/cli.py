@@ -9,7 +9,7 @@ from typing import Sequence
 from engine.errors import RedubError, UsageError
 
 # Each module defines register(subparsers) and sets the parser's ``run(args) -> int`` default.
-COMMANDS = ("probe", "render", "analyze", "sync")
+COMMANDS = ("probe", "render", "analyze", "sync", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

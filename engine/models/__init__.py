@@ -1,1 +1,1 @@
-"""Model runtime: ONNX sessions (and, later, the registry and verified downloads)."""
+"""Model runtime: the manifest, the local model folder, verified downloads and ONNX sessions."""

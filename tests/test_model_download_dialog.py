@@ -1,0 +1,76 @@
+"""The desktop's model download dialog, against a local HTTP server."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from PySide6 import QtWidgets
+
+from desktop.model_download import ModelDownloadDialog, ensure_model
+from engine.models import download, manifest
+from tests.model_factory import offset_model, restorer_entry, write_manifest
+from tests.model_server import ModelServer, unused_port
+
+MODEL = offset_model(bias_size=100_000)  # about 400 kB
+
+
+@pytest.fixture
+def folder(tmp_path, monkeypatch):
+    monkeypatch.setattr(download, "CHUNK", 8192)
+    return tmp_path / "models"
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    with ModelServer({"m.onnx": MODEL}) as s:
+        path = write_manifest(tmp_path / "manifest.json", [
+            restorer_entry("m", [s.url("m.onnx")], sha256=hashlib.sha256(MODEL).hexdigest()),
+            restorer_entry("offline", [f"http://127.0.0.1:{unused_port()}/x.onnx"])])
+        monkeypatch.setattr(manifest, "MANIFEST_PATH", path)
+        yield s
+
+
+def test_dialog_downloads_with_progress(qtbot, server, folder):
+    dialog = ModelDownloadDialog("m", folder)
+    qtbot.addWidget(dialog)
+    values = []
+    dialog.thread_.progressed.connect(lambda done, total: values.append((done, total)))
+    with qtbot.waitSignal(dialog.downloaded, timeout=10_000) as done:
+        dialog.start()
+    assert done.args == [str(folder / "m.onnx")]
+    assert (folder / "m.onnx").read_bytes() == MODEL and dialog.path == folder / "m.onnx"
+    assert values[-1] == (len(MODEL), len(MODEL)) and dialog.value() == dialog.maximum()
+    qtbot.waitUntil(lambda: not dialog.thread_.isRunning())
+    assert not dialog.isVisible()
+
+
+def test_cancel_keeps_the_part_and_the_next_download_resumes(qtbot, server, folder):
+    server.throttle = 0.02  # about 1 MB/s: the download is still running when Cancel lands
+    dialog = ModelDownloadDialog("m", folder)
+    qtbot.addWidget(dialog)
+    cancel = dialog.findChild(QtWidgets.QPushButton)
+    assert cancel.text() == "Cancel"
+    dialog.thread_.progressed.connect(lambda done, total: done > 50_000 and cancel.click())
+    with qtbot.waitSignal(dialog.download_cancelled, timeout=10_000):
+        dialog.start()
+    qtbot.waitUntil(lambda: not dialog.thread_.isRunning())
+    kept = (folder / "m.onnx.part").stat().st_size
+    assert 0 < kept < len(MODEL) and not (folder / "m.onnx").exists() and dialog.path is None
+
+    server.throttle = 0.0
+    assert ensure_model("m", directory=folder) == folder / "m.onnx"
+    assert (folder / "m.onnx").read_bytes() == MODEL
+    assert server.requests[-1] == ("m.onnx", f"bytes={kept}-")
+    # Installed and verified: no dialog, no request.
+    count = len(server.requests)
+    assert ensure_model("m", directory=folder) == folder / "m.onnx"
+    assert len(server.requests) == count
+
+
+def test_failure_is_reported_in_one_line(qtbot, server, folder, monkeypatch):
+    shown = []
+    monkeypatch.setattr(QtWidgets.QMessageBox, "warning",
+                        lambda parent, title, text: shown.append(text))
+    assert ensure_model("offline", directory=folder) is None
+    assert len(shown) == 1 and "\n" not in shown[0]
+    assert shown[0].startswith(f"{folder / 'offline.onnx'}: offline: cannot reach 127.0.0.1")
