@@ -29,6 +29,7 @@ from desktop.bridge import EngineBridge, ExportJob, SyncJob
 from desktop.export_dialog import ExportDialog
 from desktop.inspector import Inspector
 from desktop.jobs_panel import JobsPanel
+from desktop.relink_dialog import ask_relink
 from desktop.settings import Settings
 from engine.errors import RedubError
 from engine.face.analysis import FaceAnalysis, Target, analyze_range
@@ -38,7 +39,7 @@ from engine.media.probe import VideoStreamInfo
 from engine.media.reader import VideoReader
 from engine.paths import cache_dir
 from engine.project import (SUFFIX, DubTrack, ExportPrefs, MediaRef, Project, RangeSettings,
-                            Recovery, SyncRange)
+                            Recovery, RelinkReport, SyncRange)
 from engine.progress import CancelToken, ProgressFn
 from engine.render import ExportSettings, RenderResult
 from ui.timeline import Timeline
@@ -436,14 +437,28 @@ class MainWindow(QtWidgets.QMainWindow):
                 "have quit unexpectedly). Restore it?"):
             source = str(recovery.path)
 
-        def load() -> tuple[Project, ClipInfo, PeakPyramid | None]:
+        folder = os.path.dirname(os.path.abspath(path))
+        moved: list[bool] = []
+
+        def load() -> tuple[Project, RelinkReport]:
             project = Project.load(source)
-            project.relink(os.path.dirname(os.path.abspath(path)))
+            return project, project.relink(folder)
+
+        def relinked(result: tuple[Project, RelinkReport]) -> None:
+            project, report = result
+            if report.missing and not self.relink(project, folder, report.missing):
+                self.statusBar().showMessage("Project not opened: media missing", 5000)
+                return
+            moved.append(bool(report.relinked or report.missing))
+            self.tasks.run("clip", lambda: media(project), opened,
+                           self._error("Cannot open project"))
+
+        def media(project: Project) -> tuple[Project, ClipInfo, PeakPyramid | None]:
             clip = _load_clip(project.media.path)
             peaks = cached_peaks(project.dubs[0].media.path) if project.dubs else None
             return project, clip, peaks
 
-        def loaded(result: tuple[Project, ClipInfo, PeakPyramid | None]) -> None:
+        def opened(result: tuple[Project, ClipInfo, PeakPyramid | None]) -> None:
             project, clip, peaks = result
             self._set_project(project, path, clip)
             if source != path:
@@ -451,8 +466,14 @@ class MainWindow(QtWidgets.QMainWindow):
             if project.dubs and peaks is not None:
                 self._show_dub(peaks)
             self._remember(path)
+            if moved[-1]:
+                self._set_dirty(True)  # the new paths of moved media are not saved yet
 
-        self.tasks.run("clip", load, loaded, self._error("Cannot open project"))
+        self.tasks.run("clip", load, relinked, self._error("Cannot open project"))
+
+    def relink(self, project: Project, folder: str, missing: list[str]) -> bool:
+        """Ask the editor to find moved media (the relink dialog); True when all were found."""
+        return ask_relink(project, folder, missing, self)
 
     def load_dub(self, path: str) -> None:
         """Make ``path`` the project's dub (peaks in the background)."""

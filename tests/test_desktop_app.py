@@ -7,6 +7,7 @@ import pytest
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from desktop.main_window import MainWindow
+from desktop.relink_dialog import RelinkDialog
 from desktop.settings import Settings
 from engine.face.analysis import Target
 from engine.project import Project
@@ -366,3 +367,37 @@ def test_clicking_a_range_in_the_state_lane_selects_it(qtbot, window, synthetic)
     qtbot.keyClick(window, Qt.Key.Key_I)
     assert (window.project.ranges[0].start, window.project.ranges[1].start) == \
         pytest.approx((0.08, 1.0))
+
+
+def test_moved_media_is_relinked_through_the_dialog(qtbot, window, synthetic, tmp_path,
+                                                    monkeypatch):
+    video, dub = synthetic
+    open_clip(qtbot, window, video, dub)
+    window.set_range(0.2, 1.0)
+    target = tmp_path / "p.redub"
+    window._save_to(str(target))
+    window.new_project()
+    # Renamed, in another folder: the automatic search by name cannot find it.
+    moved = tmp_path / "elsewhere" / "renamed.mp4"
+    moved.parent.mkdir()
+    video.rename(moved)
+    monkeypatch.setattr(QtWidgets.QFileDialog, "getOpenFileName",
+                        lambda *a, **k: (str(moved), ""))
+    seen = []
+
+    def relink(project, folder, missing):
+        dialog = RelinkDialog(project, folder, missing, window)
+        qtbot.addWidget(dialog)
+        ok = dialog.buttons.button(QtWidgets.QDialogButtonBox.StandardButton.Ok)
+        seen.append((list(dialog.missing), ok.isEnabled()))
+        qtbot.mouseClick(dialog.locate_buttons[0], Qt.MouseButton.LeftButton)
+        seen.append((list(dialog.missing), ok.isEnabled()))
+        return ok.isEnabled()
+
+    monkeypatch.setattr(window, "relink", relink)
+    window.open_project(str(target))
+    qtbot.waitUntil(lambda: window.project is not None and window._source_rgb is not None,
+                    timeout=10000)
+    assert seen == [([str(video)], False), ([], True)]
+    assert window.project.media.path == str(moved) and window._dirty
+    assert window.project.ranges[0].start == 0.2
