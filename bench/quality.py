@@ -1,6 +1,6 @@
 """Lip-sync quality and speed benchmark for the default backend.
 
-    .venv/bin/python bench/quality.py [--clips NAME ...] [--out bench/out] [--skip-speed]
+    .venv/bin/python bench/quality.py [--clips NAME ...] [--out bench/out] [--parts self cross speed]
 
 Self-reenactment: each shared clip learns from one half (``train_range``), re-syncs the other
 half to its own sound, and is compared with the real footage of that half; then the halves
@@ -204,7 +204,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", nargs="*", default=CLIPS)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
-    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--parts", nargs="*", default=["self", "cross", "speed"],
+                        choices=["self", "cross", "speed"],
+                        help="which sections to run (default: all)")
     args = parser.parse_args()
     if not SHARED.is_dir():
         print(f"shared media not found at {SHARED}", file=sys.stderr)
@@ -214,33 +216,47 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         os.environ["REDUB_CACHE_DIR"] = str(tmp / "cache")
-        print("Self-reenactment (learn one half, re-sync the other to its own audio; both ways)")
-        print(f"{'clip':24}{'half':>6}{'open r':>8}{'MAE':>7}{'lag':>5}{'PSNR':>7}{'SSIM':>7}"
-              f"{'outside':>9}{'flicker':>9}")
-        for name in args.clips:
-            clip = SHARED / name
-            for half, m in zip(("2nd", "1st"), self_reenact(clip, tmp)):
-                print(f"{name:24}{half:>6}{m['r']:>8.2f}{m['mae']:>7.3f}{m['lag']:>5d}"
-                      f"{m['psnr']:>7.1f}{m['ssim']:>7.3f}{m['outside']:>9d}{m['flicker']:>9.2f}",
-                      flush=True)
-        print(f"\nCross-dub with {DUB}: openness against the dub's speech envelope "
-              f"(contact sheets in {args.out})")
-        for name in args.clips:
-            r = cross_dub(SHARED / name, dub, tmp, args.out)
-            print(f"{name:24}{r:>8.2f}", flush=True)
-        if not args.skip_speed:
-            generated = tmp / "generated_1080p.mp4"
-            make_1080p(SHARED / "hdtf_aoc_512.mp4", generated)
-            print("\nSpeed: frames per second, whole sync run with H.264 export "
-                  "(cold: analysis included; warm: analysis cached) vs plain transcode")
-            print(f"{'clip':24}{'size':>11}{'cold':>8}{'warm':>8}{'plain':>8}{'warm/plain':>12}")
-            for clip in [SHARED / "talk_d12_512.mp4", SHARED / "talk_s18_720p.mp4", generated]:
-                with VideoReader(clip) as r:
-                    size = f"{r.info.width}x{r.info.height}"
-                cold, warm, plain = speed(clip, dub, tmp)
-                print(f"{clip.name:24}{size:>11}{cold:>8.1f}{warm:>8.1f}{plain:>8.1f}"
-                      f"{warm / plain:>12.2f}", flush=True)
+        if "self" in args.parts:
+            self_section(args.clips, tmp)
+        if "cross" in args.parts:
+            cross_section(args.clips, dub, tmp, args.out)
+        if "speed" in args.parts:
+            speed_section(dub, tmp)
     return 0
+
+
+def self_section(clips: list[str], tmp: Path) -> None:
+    print("Self-reenactment (learn one half, re-sync the other to its own audio; both ways)")
+    print(f"{'clip':24}{'half':>6}{'open r':>8}{'MAE':>7}{'lag':>5}{'PSNR':>7}{'SSIM':>7}"
+          f"{'outside':>9}{'flicker':>9}")
+    for name in clips:
+        for half, m in zip(("2nd", "1st"), self_reenact(SHARED / name, tmp)):
+            print(f"{name:24}{half:>6}{m['r']:>8.2f}{m['mae']:>7.3f}{m['lag']:>5d}"
+                  f"{m['psnr']:>7.1f}{m['ssim']:>7.3f}{m['outside']:>9d}{m['flicker']:>9.2f}",
+                  flush=True)
+
+
+def cross_section(clips: list[str], dub: Path, tmp: Path, out: Path) -> None:
+    print(f"\nCross-dub with {DUB}: openness against the dub's speech envelope "
+          f"(contact sheets in {out})")
+    for name in clips:
+        r = cross_dub(SHARED / name, dub, tmp, out)
+        print(f"{name:24}{r:>8.2f}", flush=True)
+
+
+def speed_section(dub: Path, tmp: Path) -> None:
+    generated = tmp / "generated_1080p.mp4"
+    make_1080p(SHARED / "hdtf_aoc_512.mp4", generated)
+    print("\nSpeed: frames per second, whole sync run with H.264 export "
+          "(cold: analysis included; warm: analysis cached) vs plain transcode")
+    print(f"{'clip':24}{'size':>11}{'cold':>8}{'warm':>8}{'plain':>8}{'cold/plain':>12}"
+          f"{'warm/plain':>12}")
+    for clip in [SHARED / "talk_d12_512.mp4", SHARED / "talk_s18_720p.mp4", generated]:
+        with VideoReader(clip) as r:
+            size = f"{r.info.width}x{r.info.height}"
+        cold, warm, plain = speed(clip, dub, tmp)
+        print(f"{clip.name:24}{size:>11}{cold:>8.1f}{warm:>8.1f}{plain:>8.1f}"
+              f"{cold / plain:>12.2f}{warm / plain:>12.2f}", flush=True)
 
 
 if __name__ == "__main__":
