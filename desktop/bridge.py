@@ -27,6 +27,7 @@ from PySide6 import QtCore, QtGui
 from PySide6.QtCore import Signal, Slot
 
 from engine.errors import Cancelled, RedubError, UsageError
+from engine.maskedit import Corrections
 from engine.media.frame import Frame
 from engine.pipeline import SyncSettings, sync
 from engine.progress import CancelToken, ProgressFn
@@ -55,6 +56,7 @@ class SyncJob:
     dub_offset: float = 0.0
     ranges: list[tuple[float, float]] = field(default_factory=list)
     settings: SyncSettings = field(default_factory=SyncSettings)
+    corrections: Corrections | None = None  # the project's manual mask and motion fixes
 
     @classmethod
     def from_project(cls, project: Project, ranges: Sequence[int] | None = None,
@@ -75,13 +77,14 @@ class SyncJob:
         return cls(video=project.media.path, dub=dub.media.path,
                    export=project.export.to_export_settings(output), dub_offset=dub.offset,
                    ranges=[(r.start, r.end) for r in chosen],
-                   settings=settings.pop() if settings else SyncSettings())
+                   settings=settings.pop() if settings else SyncSettings(),
+                   corrections=project.corrections.copy())
 
     def run(self, progress: ProgressFn, cancel: CancelToken,
             preview: PreviewFn) -> RenderResult:
         return sync(self.video, self.dub, self.export, dub_offset=self.dub_offset,
                     ranges=self.ranges, settings=self.settings, progress=progress,
-                    cancel=cancel, preview=preview)
+                    cancel=cancel, preview=preview, corrections=self.corrections)
 
 
 @dataclass
@@ -259,6 +262,7 @@ class EngineBridge(QtCore.QObject):
         super().__init__(parent)
         self._ids = itertools.count(1)
         self._tokens: dict[int, CancelToken] = {}
+        _preload_models()
         self._thread = QtCore.QThread()
         self._thread.setObjectName("redub-engine")
         self._worker = EngineWorker(preview_interval)
@@ -337,3 +341,17 @@ class EngineBridge(QtCore.QObject):
     def _on_cancelled(self, job_id: int) -> None:
         self._tokens.pop(job_id, None)
         self.cancelled.emit(job_id)
+
+
+def _preload_models() -> None:
+    """Load the embedded face models while the application starts.
+
+    Their loader holds the interpreter lock for about 0.4 s: done later, on the engine thread,
+    it would freeze the UI at the start of the first render. A missing model is reported by
+    the job that needs it, with the engine's message, so it is not an error here.
+    """
+    from engine.face.dlib_backend import preload
+    try:
+        preload()
+    except RedubError:
+        pass

@@ -29,6 +29,7 @@ from desktop.bridge import EngineBridge, ExportJob, SyncJob
 from desktop.export_dialog import ExportDialog
 from desktop.inspector import Inspector
 from desktop.jobs_panel import JobsPanel
+from desktop.mask_editing import MaskEditing, PreviewSpec
 from desktop.relink_dialog import ask_relink
 from desktop.settings import Settings
 from engine.errors import RedubError
@@ -174,6 +175,7 @@ class Render:
     dub_offset: float
     output: str
     job: int
+    corrections: dict[str, Any] | None = None  # the project's corrections, as saved
     running: bool = True
     done: bool = False
 
@@ -261,7 +263,18 @@ class MainWindow(QtWidgets.QMainWindow):
         # Box and mask outline by default: the 68 landmark dots hide the mouth being judged.
         for kind in ("landmarks", "crop"):
             self.viewer.set_overlay_visible(kind, False)
-        self.timeline_dock = self._dock("Timeline", self.timeline,
+        # Mask editing: the editor over the viewer, its tool bar, the keyframe lane under the
+        # timeline (shown while editing); its edits share the window's undo stack.
+        self.mask_editing = MaskEditing(self.viewer, self.undo_stack, self)
+        self.addToolBar(Qt.ToolBarArea.TopToolBarArea, self.mask_editing.toolbar)
+        timeline_panel = QtWidgets.QWidget()
+        timeline_layout = QtWidgets.QVBoxLayout(timeline_panel)
+        timeline_layout.setContentsMargins(0, 0, 0, 0)
+        timeline_layout.setSpacing(0)
+        timeline_layout.addWidget(self.timeline, 1)
+        timeline_layout.addWidget(self.mask_editing.lane)
+        self.mask_editing.lane.hide()
+        self.timeline_dock = self._dock("Timeline", timeline_panel,
                                         Qt.DockWidgetArea.BottomDockWidgetArea)
         self.inspector_dock = self._dock("Inspector", self.inspector,
                                          Qt.DockWidgetArea.RightDockWidgetArea)
@@ -284,6 +297,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.viewer.clicked.connect(self._on_viewer_click)
         self.inspector.edited.connect(self._on_inspector_edit)
         self.inspector.target_cleared.connect(lambda: self._on_inspector_edit("target", None))
+        self.mask_editing.follow(self.timeline)
+        self.mask_editing.result_ready.connect(self._on_mask_result)
+        self.mask_editing.changed.connect(self._refresh)
+        self.mask_editing.message.connect(lambda text: self.statusBar().showMessage(text, 4000))
+        self.mask_editing.editing_changed.connect(self._on_mask_editing)
+        self.mask_editing.lane.seek.connect(
+            lambda frame: self.playback.seek(float(self.clip.times[frame])))
         self.bridge.preview.connect(self._on_preview)
         self.bridge.finished.connect(self._on_job_finished)
         self.bridge.failed.connect(self._on_job_ended)
@@ -519,6 +539,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timeline.set_clip(clip.duration, clip.info.frame_rate, project.media.path,
                                video_info=clip.info)
         self.viewer.set_sample_aspect_ratio(clip.info.sample_aspect_ratio or 1)
+        self.mask_editing.set_project(project)
+        self.mask_editing.set_clip(clip.times, clip.duration)
         self._set_dirty(False)
         self._set_media()
         media = project.media.path
@@ -806,11 +828,12 @@ class MainWindow(QtWidgets.QMainWindow):
                       export=ExportSettings(output=output, codec="h264",
                                             quality=dict(RENDER_QUALITY)),
                       dub_offset=dub.offset, ranges=[(r.start, r.end)],
-                      settings=r.settings.to_sync_settings())
+                      settings=r.settings.to_sync_settings(),
+                      corrections=self.project.corrections.copy())
         job_id = self.bridge.submit(job)
         self.jobs.add(job_id, f"Render {self._span(r.start, r.end)}")
         self.renders.append(Render(r.start, r.end, copy.deepcopy(r.settings), dub.offset,
-                                   output, job_id))
+                                   output, job_id, self.project.corrections.to_dict()))
         if self.viewer.compare_mode() == "source":
             self.set_compare_mode("result")
         self._refresh()
@@ -870,6 +893,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_job_finished(self, job_id: int, path: str, notes: list) -> None:
         if self._analysis_job is not None and self._analysis_job[0] == job_id:
             self.analysis = self._analysis_job[1].analysis
+            self.mask_editing.set_analysis(self.analysis)
             self._show_overlay()
             return
         render = self._render_of(job_id)
@@ -900,11 +924,12 @@ class MainWindow(QtWidgets.QMainWindow):
         current = {(r.start, r.end, repr(r.settings)) for r in (self.project.ranges
                                                                  if self.project else [])}
         offset = self.project.dubs[0].offset if self.project and self.project.dubs else 0.0
+        corrections = self.project.corrections.to_dict() if self.project else None
         for render in self.renders:
             if render.running:
                 state = "rendering"
             elif ((render.start, render.end, repr(render.settings)) in current
-                  and render.dub_offset == offset):
+                  and render.dub_offset == offset and render.corrections == corrections):
                 state = "rendered"
             else:
                 state = "stale"
@@ -925,6 +950,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.frame_index = index
         self._source_rgb = np.asarray(rgb)
         self.empty_hint.hide()
+        self.mask_editing.set_frame(index)
         if self._result_at != index:
             self._request_result(index)
         self._show()
@@ -933,7 +959,11 @@ class MainWindow(QtWidgets.QMainWindow):
     def _show(self) -> None:
         if self._source_rgb is None:
             return
-        result = self._previews.get(self.frame_index)
+        # The mask editor's render is the newest (it follows every edit), then a running
+        # render's preview, then the finished render's frame.
+        result = self.mask_editing.result(self.frame_index)
+        if result is None:
+            result = self._previews.get(self.frame_index)
         if result is None and self._result_at == self.frame_index:
             result = self._result_rgb
         if result is not None and result.shape != self._source_rgb.shape:
@@ -983,6 +1013,25 @@ class MainWindow(QtWidgets.QMainWindow):
     def set_compare_mode(self, mode: str) -> None:
         self.viewer.set_compare_mode(mode)
         self.compare_actions[mode].setChecked(True)
+
+    def _on_mask_result(self, index: int) -> None:
+        if index == self.frame_index:
+            self._show()
+
+    def _on_mask_editing(self, on: bool) -> None:
+        """Mask editing shows the keyframe lane (the timeline grows to hold it) and the result
+        it changes."""
+        lane = self.mask_editing.lane
+        lane.setVisible(on)
+        height = self.timeline_dock.height() + (lane.minimumHeight() if on
+                                                else -lane.minimumHeight())
+        # Once the dock's layout has taken the lane in (or out).
+        QtCore.QTimer.singleShot(0, lambda: self.resizeDocks([self.timeline_dock], [height],
+                                                             Qt.Orientation.Vertical))
+        if on and self.viewer.compare_mode() == "source":
+            self.set_compare_mode("result")
+        if on and self._range() is None:
+            self.statusBar().showMessage("Mark a range (I, O) to preview the mask edits", 5000)
 
     # -- face analysis (overlays) --------------------------------------------------------
     def _analyze(self) -> None:
@@ -1045,6 +1094,21 @@ class MainWindow(QtWidgets.QMainWindow):
         self.empty_hint.setVisible(self._source_rgb is None)
         self._update_title()
         self._show_overlay()
+        self._refresh_mask_editing(r)
+
+    def _refresh_mask_editing(self, r: SyncRange | None) -> None:
+        """The mask preview renders the selected range; the lane shades it."""
+        if self.project is None or r is None or not self.project.dubs:
+            self.mask_editing.set_context(None)
+            self.mask_editing.set_marked(None)
+            return
+        dub = self.project.dubs[0]
+        self.mask_editing.set_context(PreviewSpec(self.project.media.path, dub.media.path,
+                                                  dub.offset, ((r.start, r.end),),
+                                                  r.settings.to_sync_settings()))
+        first = self.clip.index_at(r.start)
+        self.mask_editing.set_marked((first, max(self.clip.index_at(r.end - 0.5 / self.clip.fps),
+                                                 first)))
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)
@@ -1087,5 +1151,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self._autosave.stop()
         self._analysis_timer.stop()
         self.playback.close()
+        self.mask_editing.shutdown()
         self.bridge.shutdown()
         super().closeEvent(event)

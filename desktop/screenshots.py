@@ -1,7 +1,9 @@
 """PNGs of the main window's main states, rendered offscreen (docs, visual review).
 
 ``redub-studio --screenshots DIR [VIDEO] [--audio DUB]``: empty window, clip loaded, rendering
-with a preview, split-wipe compare, export dialog. The default clip and dub are the shared test
+with a preview, split-wipe compare, export dialog, mask editing (keyframed outline with its
+handles, an exclusion region, curves and a keep-original span in the keyframe lane) and a
+close-up of the editor on the mouth. The default clip and dub are the shared test
 media. Settings go to a temporary file, so the user's layout and recent files are untouched.
 """
 from __future__ import annotations
@@ -13,6 +15,54 @@ from pathlib import Path
 from typing import Callable
 
 SHARED_MEDIA = Path(__file__).resolve().parents[1].parent / "shared" / "media"
+
+
+def mask_editing_shots(window, mid: int, wait: Callable, settle: Callable,
+                       shot: Callable) -> None:
+    """The mask editor in use, made through its widgets' signals as a user's gestures are."""
+    import numpy as np
+
+    clip, editing = window.clip, window.mask_editing
+    wait(lambda: window.analysis is not None, 300)
+    window.viewer.set_overlay_visible("box", False)
+    window.set_compare_mode("result")
+    editing.set_editing(True)
+    first, last = editing.marked
+
+    def go(frame: int) -> None:
+        window.playback.seek(float(clip.times[frame]))
+        wait(lambda: window.frame_index == frame)
+
+    # Two outline keys: the chin's edge pulled down on the second, interpolated between.
+    for frame, drop in ((first + 8, 0.0), (mid, 0.1)):
+        go(frame)
+        outline = editing.editor.outline()
+        chin = int(np.argmax(outline[:, 1]))
+        scale = outline[:, 1].max() - outline[:, 1].min()
+        for i, weight in ((chin - 1, 0.6), (chin, 1.0), (chin + 1, 0.6)):
+            outline[i % len(outline), 1] += weight * drop * scale
+        editing.editor.outline_edited.emit(outline, True)
+    # An exclusion painted over the mouth's corner, as over a microphone in front of it.
+    landmarks = window.analysis.landmarks[mid - window.analysis.start]
+    corner = landmarks[54]
+    editing.toolbar.tool_actions["exclude"].trigger()
+    editing.editor.stroke_drawn.emit("exclude", np.array([corner + [-6, 4], corner + [10, 22],
+                                                          corner + [20, 40]]), 9.0)
+    editing.toolbar.tool_actions["outline"].trigger()
+    editing.lane.curve_key_set.emit("openness_gain", first + 10, 1.3)
+    editing.lane.curve_key_set.emit("openness_gain", mid + 6, 0.85)
+    editing.lane.curve_key_set.emit("audio_offset_ms", mid - 4, -40.0)
+    editing.lane.keep_set.emit(last - 9, last - 4, -1)
+    editing.lane.select_mask_key(editing.corrections.outline().id, mid)
+    wait(lambda: editing.result(mid) is not None, 300)
+    settle(1.0)
+    shot("6-mask-editor")
+    viewer = window.viewer
+    viewer.zoom_to(viewer.scale() * 2.2)
+    centre = viewer.map_from_frame(*(landmarks[57] + landmarks[8]) / 2)
+    viewer.pan_by(viewer.width() / 2 - centre.x(), viewer.height() / 2 - centre.y())
+    settle(0.4)
+    shot("7-mask-editor-detail", viewer)
 
 
 def write_screenshots(folder: str | os.PathLike, video: str | None = None,
@@ -99,6 +149,7 @@ def write_screenshots(folder: str | os.PathLike, video: str | None = None,
         shot("5-export-dialog", dialog)
         dialog.close()
         assert job is not None
+        mask_editing_shots(window, mid, wait, settle, shot)
     finally:
         window._set_dirty(False)
         window.close()

@@ -1,40 +1,53 @@
 """The lip-sync job: source video and dub in, re-synced frames streamed out to the writer.
 
 Stages: face analysis (cached) -> audio features -> generator preparation (motion model and
-plan) -> per frame: generation -> restoration (a slot: "none" for now) -> mask and multi-band
-blending inside the crop. Frames outside the ranges, or without the target face, pass through
-untouched; inside the crop only masked pixels change, outside it none do.
+plan) -> per frame: generation -> restoration (``engine.restore``: "none" or a face model
+inside the mouth mask) -> mask and multi-band blending inside the crop. Frames outside the
+ranges, or without the target face, pass through untouched; inside the crop only masked pixels
+change, outside it none do.
+
+:func:`prepare_sync` does the whole-job work once and returns a :class:`SyncSession`, which
+renders any frame on demand (the editor's preview after a mask edit) with the manual
+corrections of ``engine.maskedit``; :func:`sync` streams an export through it.
 """
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
 
-from engine.audio import features_from_samples
+from engine.audio import AudioFeatures, features_from_samples
 from engine.audio.mel import SAMPLE_RATE
 from engine.blend import match_mean, pyramid_blend
-from engine.errors import RedubError, UsageError
-from engine.face.analysis import NoFaceError, Target, analyze_range
-from engine.lipsync.backend import SyncContext, create_generator
+from engine.errors import RedubError
+from engine.face import geometry as geo
+from engine.face.analysis import FaceAnalysis, NoFaceError, Target, analyze_range
+from engine.lipsync.backend import Generated, SyncContext, create_generator
 from engine.lipsync.retrieval import even_box
 from engine.mask import MaskSettings, face_scale, frame_mask, landmark_mask, landmark_polygon
+from engine.maskedit import NO_EDITS, Corrections, FrameEdits
 from engine.media.audio import read_audio
 from engine.media.frame import Frame
 from engine.media.probe import probe
 from engine.progress import CancelToken, ProgressFn, no_progress
 from engine.render import ExportSettings, RenderResult, render
+from engine.restore.backend import NoRestorer, Restorer, create_restorer
 
 PreviewFn = Callable[[Frame], None]
-RESTORERS = ("none",)
+CROP_CACHE = 64  # generated crops a session keeps (a 1080p face's is about 0.5 MB)
 
 
 @dataclass(frozen=True)
 class SyncSettings:
     backend: str = "retrieval"
+    stabilizer: str = "geometric"  # face crops for the neural generators (STABILIZERS)
     restorer: str = "none"
+    restore_strength: float = 0.8  # 0..1: how much of the restored mouth replaces the generated
+    restore_fidelity: float = 0.7  # 0..1: CodeFormer's weight (1: closest to the generated mouth)
     train_range: tuple[float, float] | None = None  # footage to learn from (default: all)
     openness_gain: float = 1.0
     audio_offset_ms: float = 0.0  # positive: the mouth follows the dub later
@@ -45,34 +58,162 @@ class SyncSettings:
     face_backend: str = "dlib"
 
 
-def sync(video: str | os.PathLike, dub: str | os.PathLike, export: ExportSettings, *,
-         dub_offset: float = 0.0, ranges: Sequence[tuple[float, float]] = (),
-         settings: SyncSettings = SyncSettings(), progress: ProgressFn = no_progress,
-         cancel: CancelToken | None = None, preview: PreviewFn | None = None) -> RenderResult:
-    """Re-sync the speaker's mouth to ``dub`` inside ``ranges`` (default: the whole clip)."""
+class SyncSession:
+    """A prepared lip-sync job: face analysis, audio features and the generator's plan, once.
+
+    :meth:`render_frame` re-syncs one frame on demand (the editor's playhead after an edit) and
+    :func:`sync` streams a whole export through it. :meth:`set_corrections` swaps the manual
+    corrections and says which frames they change; a change of the motion curves re-plans.
+    Frames outside the ranges, without the face, or inside a keep-original span pass through.
+    """
+
+    def __init__(self, video: str, dub: str, dub_offset: float,
+                 ranges: list[tuple[float, float]], settings: SyncSettings,
+                 corrections: Corrections, notes: list[str]) -> None:
+        self.video, self.dub, self.dub_offset = video, dub, dub_offset
+        self.ranges, self.settings, self.notes = ranges, settings, notes
+        self.corrections = corrections
+        self.analysis: FaceAnalysis | None = None  # None: no face, the picture passes through
+        self.edit: np.ndarray | None = None  # bool per analysed frame: re-sync it
+        self._generator = None
+        self._restorer: Restorer = NoRestorer()  # prepare_sync sets the chosen one
+        self._inputs: _AudioInputs | None = None
+        # Generated crops of recent frames (box, crop): edits on a frame (a vertex dragged
+        # about) re-blend its crop instead of generating it again.
+        self._crops: OrderedDict[int, tuple[tuple[int, int, int, int], Generated]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- frames --------------------------------------------------------------------------
+    def edits(self, index: int) -> bool:
+        """Whether clip frame ``index`` is re-synced (inside a range, with the face)."""
+        a = self.analysis
+        if a is None or self._generator is None or not a.start <= index < a.stop:
+            return False
+        k = index - a.start
+        return bool(self.edit[k] and a.found[k])
+
+    def edited_frames(self) -> np.ndarray:
+        """Clip frame indices this session re-syncs."""
+        if self.analysis is None or self._generator is None:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(self.edit & self.analysis.found) + self.analysis.start
+
+    def render_frame(self, frame: Frame) -> Frame:
+        """``frame`` re-synced (or as it is, where nothing is edited). Thread-safe."""
+        if not self.edits(frame.index):
+            return frame
+        a, k = self.analysis, frame.index - self.analysis.start
+        fixes = self.corrections.at(frame.index, lambda: _auto_outline(a, k, self.settings))
+        if fixes.keep >= 1.0:
+            return frame
+        settings = replace(self.settings, mask=fixes.mask_settings(self.settings.mask))
+        box = _grow(_region(a.landmarks[k], a.crop_boxes[k], frame, settings), fixes, a, k,
+                    frame, settings)
+        return _blend(frame, self._generated(frame, k, box), a, k, settings, fixes)
+
+    def _generated(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
+        with self._lock:
+            cached = self._crops.get(frame.index)
+            if cached is not None and cached[0] == box:
+                self._crops.move_to_end(frame.index)
+                return cached[1]
+        gen = self._restorer.restore(frame, self._generator.generate(frame, k, box),
+                                     self.analysis.frame(frame.index))
+        with self._lock:
+            self._crops[frame.index] = (box, gen)
+            while len(self._crops) > CROP_CACHE:
+                self._crops.popitem(last=False)
+        return gen
+
+    # -- corrections ---------------------------------------------------------------------
+    def set_corrections(self, corrections: Corrections) -> np.ndarray:
+        """Use ``corrections`` from now on; returns the clip frames whose picture changes."""
+        old, self.corrections = self.corrections, corrections.copy()
+        frames = self.edited_frames()
+        if not frames.size:
+            return frames
+        changed = set(old.changed_frames(self.corrections, frames).tolist())
+        if old.curves != self.corrections.curves:
+            changed |= set(self._replan().tolist())
+        return np.array(sorted(changed), dtype=np.int64)
+
+    def _replan(self) -> np.ndarray:
+        """Re-plan the generator for the current curves; the frames whose plan changed."""
+        before = getattr(self._generator, "plan", None)
+        self._generator.prepare(self._context(self._inputs, self.notes.append))
+        after = getattr(self._generator, "plan", None)
+        frames = self.edited_frames()
+        if before is not None and after is not None:
+            k = frames - self.analysis.start
+            frames = frames[before[k] != after[k]]
+        with self._lock:
+            for index in frames.tolist():
+                self._crops.pop(index, None)
+        return frames
+
+    def _context(self, inputs: _AudioInputs, warn: Callable[[str], None]) -> SyncContext:
+        a, curves, s = self.analysis, self.corrections.curves, self.settings
+        indices = np.arange(a.start, a.stop)
+        offset_ms = curves.audio_offset_ms.values(indices, s.audio_offset_ms)
+        # Where in the dub each frame listens: its time, less the dub's placement and offset.
+        dub_times = a.times - self.dub_offset - offset_ms / 1000.0
+        return SyncContext(video=self.video, analysis=a, source_audio=inputs.source,
+                           dub_audio=features_from_samples(inputs.dub_samples, dub_times),
+                           edit=self.edit, train=inputs.train, fps=a.fps,
+                           openness_gain=curves.openness_gain.values(indices, s.openness_gain),
+                           dub_times=dub_times, stabilizer=s.stabilizer, warn=warn)
+
+    def close(self) -> None:
+        if self._generator is not None:
+            self._generator.close()
+            self._generator = None
+        self._restorer.close()
+        self._crops.clear()
+
+    def __enter__(self) -> SyncSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class _AudioInputs:
+    source: AudioFeatures  # the clip's own sound at the analysed frames
+    dub_samples: np.ndarray  # the dub, 16 kHz mono
+    train: np.ndarray  # bool per analysed frame: footage to learn from
+
+
+def prepare_sync(video: str | os.PathLike, dub: str | os.PathLike, *, dub_offset: float = 0.0,
+                 ranges: Sequence[tuple[float, float]] = (),
+                 settings: SyncSettings = SyncSettings(),
+                 corrections: Corrections | None = None, progress: ProgressFn = no_progress,
+                 cancel: CancelToken | None = None) -> SyncSession:
+    """Analyse, read the audio and plan the re-sync of ``ranges`` (default: the whole clip)."""
     video, dub = os.fspath(video), os.fspath(dub)
-    if settings.restorer not in RESTORERS:
-        raise UsageError(f"unknown restorer '{settings.restorer}': choose one of "
-                         f"{', '.join(RESTORERS)}")
+    # Before the analysis: a missing model is reported at once, not minutes into the job.
+    restorer = create_restorer(settings.restorer, strength=settings.restore_strength,
+                               fidelity=settings.restore_fidelity, mask=settings.mask)
     info = probe(video)
     if not info.video:
         raise RedubError("has no video stream (audio only?)", video)
     duration = info.video[0].duration
     edit_ranges = list(ranges) or [(0.0, duration)]
+    session = SyncSession(video, dub, dub_offset, edit_ranges, settings,
+                          corrections.copy() if corrections else Corrections(), [])
+    session._restorer = restorer
+    notes = session.notes
     # The analysis covers the edits and the footage to learn from (the whole clip by default).
     learn = settings.train_range or (0.0, duration)
     span = [min([r[0] for r in edit_ranges] + [learn[0]]),
             max([r[1] for r in edit_ranges] + [learn[1]])]
-    notes: list[str] = []
     try:
         analysis = analyze_range(video, max(span[0], 0.0), min(span[1], duration),
                                  target=settings.target, backend=settings.face_backend,
                                  progress=progress, cancel=cancel)
     except NoFaceError as exc:
-        result = render(video, export, dub=dub, dub_offset=dub_offset, ranges=edit_ranges,
-                        progress=progress, cancel=cancel)
-        result.notes.insert(0, f"{exc.problem}: the picture passes through unchanged")
-        return result
+        notes.append(f"{exc.problem}: the picture passes through unchanged")
+        return session
     times = analysis.times
     edit = np.zeros(len(analysis), bool)
     for start, end in edit_ranges:
@@ -80,39 +221,44 @@ def sync(video: str | os.PathLike, dub: str | os.PathLike, export: ExportSetting
     train = (times >= learn[0] - 1e-6) & (times < learn[1] - 1e-6)
     if not (edit & analysis.found).any():
         notes.append("no face in the edited ranges: the picture passes through unchanged")
+    session.analysis, session.edit = analysis, edit
 
     progress("audio", 0, 2)
-    source = _source_features(video, times, info)
-    dub_audio = read_audio(dub, rate=SAMPLE_RATE, channels=1)
-    dub_feats = features_from_samples(dub_audio.samples, times,
-                                      offset_ms=dub_offset * 1000 + settings.audio_offset_ms)
-    _note_dub_length(dub_audio.duration + dub_offset, edit_ranges, notes)
-    if not dub_feats.vad[edit].any():
+    inputs = _AudioInputs(_source_features(video, times, info),
+                          read_audio(dub, rate=SAMPLE_RATE, channels=1).samples, train)
+    session._inputs = inputs
+    generator = create_generator(settings.backend)
+    ctx = session._context(inputs, notes.append)
+    _note_dub_length(len(inputs.dub_samples) / SAMPLE_RATE + dub_offset, edit_ranges, notes)
+    if not ctx.dub_audio.vad[edit].any():
         notes.append("the dub is silent in the edited ranges: the mouth stays closed")
     progress("audio", 2, 2)
-
-    generator = create_generator(settings.backend)
-    ctx = SyncContext(video=video, analysis=analysis, source_audio=source, dub_audio=dub_feats,
-                      edit=edit, train=train, fps=analysis.fps,
-                      openness_gain=settings.openness_gain, warn=notes.append)
     try:
         progress("plan", 0, 1)
         if (edit & analysis.found).any():
             generator.prepare(ctx)
+            session._generator = generator
         progress("plan", 1, 1)
-
-        def edit_frame(frame: Frame) -> Frame:
-            k = frame.index - analysis.start
-            if not (0 <= k < len(analysis)) or not edit[k] or not analysis.found[k]:
-                return frame
-            box = _region(analysis.landmarks[k], analysis.crop_boxes[k], frame, settings)
-            return _blend(frame, generator.generate(frame, k, box), analysis, k, settings)
-
-        result = render(video, export, dub=dub, dub_offset=dub_offset, ranges=edit_ranges,
-                        edit=edit_frame, on_frame=preview, progress=progress, cancel=cancel)
-    finally:
+    except BaseException:
         generator.close()
-    result.notes[:0] = notes
+        raise
+    if session._generator is None:
+        generator.close()
+    return session
+
+
+def sync(video: str | os.PathLike, dub: str | os.PathLike, export: ExportSettings, *,
+         dub_offset: float = 0.0, ranges: Sequence[tuple[float, float]] = (),
+         settings: SyncSettings = SyncSettings(), progress: ProgressFn = no_progress,
+         cancel: CancelToken | None = None, preview: PreviewFn | None = None,
+         corrections: Corrections | None = None) -> RenderResult:
+    """Re-sync the speaker's mouth to ``dub`` inside ``ranges`` (default: the whole clip)."""
+    with prepare_sync(video, dub, dub_offset=dub_offset, ranges=ranges, settings=settings,
+                      corrections=corrections, progress=progress, cancel=cancel) as session:
+        edit = session.render_frame if session.edited_frames().size else None
+        result = render(video, export, dub=dub, dub_offset=dub_offset, ranges=session.ranges,
+                        edit=edit, on_frame=preview, progress=progress, cancel=cancel)
+    result.notes[:0] = session.notes
     return result
 
 
@@ -130,15 +276,45 @@ def _region(landmarks: np.ndarray, crop_box: np.ndarray, frame: Frame,
     return even_box(np.concatenate([lo, hi]), frame.width, frame.height)
 
 
-def _blend(frame: Frame, gen, analysis, k: int, settings: SyncSettings) -> Frame:
+def _blend(frame: Frame, gen, analysis, k: int, settings: SyncSettings,
+           fixes: FrameEdits | None = None) -> Frame:
     x0, y0, x1, y1 = gen.box
     original = frame.rgb_region(x0, y0, x1, y1)
-    mask = np.maximum(frame_mask(analysis.landmarks[k], gen.box, analysis.transforms[k],
-                                 settings.mask),
-                      landmark_mask(gen.landmarks, gen.box, settings.mask))
+    fixes = fixes or NO_EDITS
+    # The generated mouth's outline joins the target's (a chin that drops lower), unless the
+    # outline was edited: that is the user's word on where the mouth may change.
+    generated = None if fixes.outline is not None else landmark_mask(gen.landmarks, gen.box,
+                                                                     settings.mask)
+    mask = frame_mask(analysis.landmarks[k], gen.box, analysis.transforms[k], settings.mask,
+                      fixes.overrides, outline=fixes.outline, union=generated)
+    if fixes.keep > 0:
+        mask *= np.float32(1.0 - fixes.keep)
     image = match_mean(gen.image, original, mask) if settings.color_match else gen.image
     blended = pyramid_blend(original, image, mask)
     return frame.with_region(x0, y0, blended, mask=mask)
+
+
+def _grow(box: tuple[int, int, int, int], fixes: FrameEdits, analysis: FaceAnalysis, k: int,
+          frame: Frame, settings: SyncSettings) -> tuple[int, int, int, int]:
+    """``box`` widened to hold an edited outline and added strokes, inside the face crop."""
+    reach = fixes.reach()
+    if reach is None:
+        return box
+    corners = np.array([reach[0], [reach[1][0], reach[0][1]], reach[1],
+                        [reach[0][0], reach[1][1]]])
+    points = geo.apply(geo.invert(analysis.transforms[k]), corners)
+    pad = (max(settings.mask.dilation, 0.0) + settings.mask.feather) \
+        * face_scale(analysis.landmarks[k]) + 2
+    crop = analysis.crop_boxes[k]
+    lo = np.maximum(np.minimum(points.min(0) - pad, box[:2]), crop[:2])
+    hi = np.minimum(np.maximum(points.max(0) + pad, box[2:]), crop[2:])
+    return even_box(np.concatenate([lo, hi]), frame.width, frame.height)
+
+
+def _auto_outline(analysis: FaceAnalysis, k: int, settings: SyncSettings) -> np.ndarray:
+    """The automatic mask outline of analysed frame ``k``, in face coordinates."""
+    return geo.apply(analysis.transforms[k],
+                     landmark_polygon(analysis.landmarks[k], settings.mask.kind))
 
 
 def _source_features(video: str, times: np.ndarray, info):

@@ -1,8 +1,9 @@
 """The ``.redub`` project file: what the user set up around one clip, as versioned JSON.
 
 A project names its media (the clip and the dub tracks, each with a fingerprint so a moved
-file can be found again), the ranges to re-sync with their settings, the per-frame mask edits
-and the export settings. It is plain data: the desktop app edits it, the engine's own types
+file can be found again), the ranges to re-sync with their settings, the manual corrections
+(keyframed mask shapes, keep-original spans, motion curves: ``engine.maskedit``) and the export
+settings. It is plain data: the desktop app edits it, the engine's own types
 come from the ``to_*`` conversions.
 
 Files are written atomically (a temporary file beside the target, then ``os.replace``), so a
@@ -21,14 +22,15 @@ from typing import Any, Callable, Iterator, Sequence
 
 from engine.errors import RedubError, UsageError
 from engine.face.analysis import Target
-from engine.mask import MaskOverride, MaskSettings
+from engine.mask import MaskSettings
+from engine.maskedit import Corrections
 from engine.media.probe import probe
 from engine.paths import cache_dir
 from engine.pipeline import SyncSettings
 from engine.render import ExportSettings
 
 FORMAT = "redub-project"
-VERSION = 1
+VERSION = 2
 SUFFIX = ".redub"
 _DEFAULTS = SyncSettings()
 # Relinking looks this many folder levels below each search folder (project/media/clip.mp4).
@@ -92,7 +94,7 @@ class RangeSettings:
 
     backend: str = _DEFAULTS.backend
     restorer: str = _DEFAULTS.restorer
-    restorer_strength: float = 1.0
+    restorer_strength: float = _DEFAULTS.restore_strength
     mask_kind: str = _DEFAULTS.mask.kind
     mask_dilation: float = _DEFAULTS.mask.dilation
     mask_feather: float = _DEFAULTS.mask.feather
@@ -101,8 +103,9 @@ class RangeSettings:
     target: Target | None = None  # the face nearest this point; None: the largest
 
     def to_sync_settings(self) -> SyncSettings:
-        """The engine's settings (the restorer's strength has no engine setting yet)."""
+        """The engine's settings."""
         return SyncSettings(backend=self.backend, restorer=self.restorer,
+                            restore_strength=self.restorer_strength,
                             openness_gain=self.openness_gain,
                             audio_offset_ms=self.audio_offset_ms,
                             mask=MaskSettings(kind=self.mask_kind, dilation=self.mask_dilation,
@@ -115,21 +118,6 @@ class SyncRange:
     start: float  # seconds
     end: float
     settings: RangeSettings = field(default_factory=RangeSettings)
-
-
-@dataclass
-class MaskPolygon:
-    """A user-drawn mask polygon in canonical face coordinates (see engine.mask)."""
-
-    points: list[tuple[float, float]]
-    mode: str = "exclude"  # replace, exclude or add
-
-    @classmethod
-    def from_override(cls, override: MaskOverride) -> MaskPolygon:
-        return cls([(float(x), float(y)) for x, y in override.polygon], override.mode)
-
-    def to_override(self) -> MaskOverride:
-        return MaskOverride(self.points, self.mode)  # validates points and mode
 
 
 @dataclass
@@ -163,8 +151,8 @@ class Project:
     media: MediaRef
     dubs: list[DubTrack] = field(default_factory=list)
     ranges: list[SyncRange] = field(default_factory=list)
-    # Frame index -> the override polygons drawn on that frame (keyframes).
-    mask_edits: dict[int, list[MaskPolygon]] = field(default_factory=dict)
+    # Mask keyframes, exclusions, brush strokes, keep-original spans and curves, by frame.
+    corrections: Corrections = field(default_factory=Corrections)
     export: ExportPrefs = field(default_factory=ExportPrefs)
     version: int = VERSION
 
@@ -200,9 +188,7 @@ class Project:
                      for d in self.dubs],
             "ranges": [{"start": r.start, "end": r.end, "settings": _settings_dict(r.settings)}
                        for r in self.ranges],
-            "mask_edits": {str(frame): [{"points": [list(p) for p in poly.points],
-                                         "mode": poly.mode} for poly in polys]
-                           for frame, polys in sorted(self.mask_edits.items())},
+            "corrections": self.corrections.to_dict(),
             "export": {"output": self.export.output, "codec": self.export.codec,
                        "quality": dict(self.export.quality),
                        "audio_mode": self.export.audio_mode},
@@ -220,11 +206,7 @@ class Project:
                 ranges=[SyncRange(float(r["start"]), float(r["end"]),
                                   _range_settings(r.get("settings", {})))
                         for r in data.get("ranges", [])],
-                mask_edits={int(frame): [MaskPolygon([(float(x), float(y))
-                                                      for x, y in p["points"]],
-                                                     str(p.get("mode", "exclude")))
-                                         for p in polys]
-                            for frame, polys in data.get("mask_edits", {}).items()},
+                corrections=Corrections.from_dict(data.get("corrections", {})),
                 export=ExportPrefs(output=export.get("output"),
                                    codec=str(export.get("codec", "h264")),
                                    quality={str(k): str(v)
@@ -233,7 +215,7 @@ class Project:
             )
         except KeyError as exc:
             raise RedubError(f"damaged project: missing {exc.args[0]!r}") from None
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (TypeError, ValueError, AttributeError, UsageError) as exc:
             raise RedubError(f"damaged project ({_short(exc)})") from None
 
     # -- media ---------------------------------------------------------------------------
@@ -267,17 +249,30 @@ class Project:
             report.relinked[ref.path] = ref.path = found[0]
         return report
 
-    # -- engine --------------------------------------------------------------------------
 
-    def mask_overrides(self) -> dict[int, list[MaskOverride]]:
-        """The mask edits as the engine's overrides, per frame."""
-        return {frame: [p.to_override() for p in polys]
-                for frame, polys in self.mask_edits.items()}
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    """Per-frame mask polygons become one-key layers of the corrections: a ``replace`` polygon
+    the edited outline on its frame (one per frame; any more are added to it), the others
+    add/exclude shapes on their frame."""
+    layers: list[dict[str, Any]] = []
+    outline: dict[str, Any] = {}
+    for frame, polys in data.pop("mask_edits", {}).items():
+        for poly in polys:
+            mode = poly.get("mode", "exclude")
+            key = {"points": poly["points"]}
+            if mode == "replace" and frame not in outline:
+                outline[frame] = key
+            else:
+                layers.append({"role": "add" if mode == "replace" else mode,
+                               "keys": {frame: key}})
+    if outline:
+        layers.insert(0, {"role": "outline", "keys": outline})
+    data["corrections"] = {"layers": layers}
+    return data
 
 
-# Version n -> n + 1 upgrades of the raw JSON, applied in turn by migrate(). Version 1 is the
-# first; a v2 adds ``MIGRATIONS[1] = _v1_to_v2`` here and bumps VERSION.
-MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+# Version n -> n + 1 upgrades of the raw JSON, applied in turn by migrate().
+MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 
 def migrate(data: Any) -> dict[str, Any]:

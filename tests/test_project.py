@@ -12,11 +12,13 @@ import pytest
 import engine.project as project_module
 from engine.errors import RedubError, UsageError
 from engine.face.analysis import Target
-from engine.mask import MaskOverride, MaskSettings
+from engine.curves import Curve, MotionCurves
+from engine.mask import MaskSettings
+from engine.maskedit import Corrections, MaskLayer, ShapeKey
 from engine.paths import cache_dir
 from engine.pipeline import SyncSettings
-from engine.project import (DubTrack, ExportPrefs, MaskPolygon, MediaRef, Project,
-                            RangeSettings, Recovery, SyncRange, autosave_path, migrate)
+from engine.project import (DubTrack, ExportPrefs, MediaRef, Project, RangeSettings, Recovery,
+                            SyncRange, autosave_path, migrate)
 from tests.media_factory import make_video, write_tone_wav
 
 
@@ -29,9 +31,15 @@ def full_project(video: Path, dub: Path) -> Project:
                                                   mask_dilation=0.1, mask_feather=0.2,
                                                   openness_gain=1.3, audio_offset_ms=-40.0,
                                                   target=Target(80.5, 40.25, 1.1)))],
-        mask_edits={3: [MaskPolygon([(0.1, 0.2), (0.3, 0.4), (0.5, 0.1)], "add")],
-                    12: [MaskPolygon([(-0.1, 0.7), (0.3, 0.9), (0.1, 1 / 3)], "exclude"),
-                         MaskPolygon([(0.0, 0.0), (1.0, 0.0), (0.5, 1.0)], "replace")]},
+        corrections=Corrections(
+            [MaskLayer("outline", {3: ShapeKey(np.array([(0.1, 0.2), (0.3, 0.4), (0.5, 0.1)]),
+                                               dilation=0.02),
+                                   12: ShapeKey(None, feather=0.3)}),
+             MaskLayer("exclude", {12: ShapeKey(np.array([(-0.1, 0.7), (0.3, 0.9),
+                                                          (0.1, 1 / 3)]))}),
+             MaskLayer("erase", {5: ShapeKey(np.array([(0.4, 0.8), (0.45, 0.85)]))}, 0.03)],
+            keep=[(20, 24)],
+            curves=MotionCurves(openness_gain=Curve({2: 1.2, 30: 0.8}))),
         export=ExportPrefs(output="/tmp/out.mov", codec="prores", quality={"crf": "18"},
                            audio_mode="all"),
     )
@@ -54,7 +62,7 @@ def test_round_trip(tmp_path, media):
     project.save(path)
     loaded = Project.load(path)
     assert loaded == project
-    assert json.loads(path.read_text())["version"] == 1
+    assert json.loads(path.read_text())["version"] == project_module.VERSION
     # Saving the loaded project gives the same bytes.
     loaded.save(tmp_path / "q.redub")
     assert (tmp_path / "q.redub").read_bytes() == path.read_bytes()
@@ -68,13 +76,6 @@ def test_conversions_to_engine_types():
     assert settings.mask == MaskSettings("lips", 0.1, 0.2)
     assert (settings.openness_gain, settings.audio_offset_ms) == (1.5, 20.0)
     assert settings.target == Target(1.0, 2.0, 3.0)
-
-    override = MaskOverride(np.array([[0.0, 0.1], [0.5, 0.2], [0.3, 0.9]]), "replace")
-    poly = MaskPolygon.from_override(override)
-    again = poly.to_override()
-    assert np.array_equal(again.polygon, override.polygon) and again.mode == "replace"
-    project = Project(MediaRef("/x.mp4"), mask_edits={7: [poly]})
-    assert np.array_equal(project.mask_overrides()[7][0].polygon, override.polygon)
 
     export = ExportPrefs(codec="ffv1", quality={"level": "3"}).to_export_settings("/o.mkv")
     assert (export.output, export.codec, export.quality) == ("/o.mkv", "ffv1", {"level": "3"})
@@ -126,17 +127,19 @@ def test_missing_project_file(tmp_path):
 
 
 def test_migration_chain(tmp_path, monkeypatch):
-    # A pretend version 2 that renamed "dubs" to "tracks": v1 files are upgraded on load.
-    def v1_to_v2(data):
+    # A pretend next version that renamed "dubs" to "tracks": older files are upgraded on load.
+    def rename(data):
         data["tracks"] = data.pop("dubs")
         return data
 
     path = tmp_path / "old.redub"
     Project(MediaRef("/a.mp4"), dubs=[DubTrack(MediaRef("/d.wav"), 1.5)]).save(path)
-    monkeypatch.setattr(project_module, "VERSION", 2)
-    monkeypatch.setattr(project_module, "MIGRATIONS", {1: v1_to_v2})
+    current = project_module.VERSION
+    monkeypatch.setattr(project_module, "VERSION", current + 1)
+    monkeypatch.setattr(project_module, "MIGRATIONS", {current: rename})
     data = migrate(json.loads(path.read_text()))
-    assert data["version"] == 2 and data["tracks"][0]["offset"] == 1.5 and "dubs" not in data
+    assert data["version"] == current + 1 and data["tracks"][0]["offset"] == 1.5 \
+        and "dubs" not in data
 
 
 def test_relink_after_moving_media(tmp_path, media):

@@ -7,6 +7,8 @@ mouth-shape trajectory for the dub, picks source frames that match it with smoot
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from engine.errors import RedubError
@@ -56,19 +58,22 @@ class RetrievalGenerator:
             model = MotionModel.generic_for(codes[train], x_src.shape[1])
         else:
             model = MotionModel.fit(x_src[train], codes[train], settings)
-        x_dub = audio_features(ctx.dub_audio, a.times)
+        x_dub = audio_features(ctx.dub_audio, a.times if ctx.dub_times is None else ctx.dub_times)
+        gain = np.broadcast_to(np.asarray(ctx.openness_gain, np.float64), (len(a),))
         targets = np.flatnonzero(ctx.edit & a.found)
         self.plan = np.full(len(a), -1, dtype=np.int64)
         if targets.size == 0:
             return
         # Predict over whole stretches of edited frames so smoothing never spans a gap.
         for run in _runs(targets):
-            predicted = model.predict(x_dub[run], ctx.dub_audio.vad[run], settings)
+            predicted = model.predict(x_dub[run], ctx.dub_audio.vad[run],
+                                      replace(settings, openness_gain=gain[run]))
             chosen = select_frames(predicted, a.poses[run], codes[train], a.poses[train],
                                    train, space.scale, self.select_settings)
             self.plan[run] = train[chosen]
         self._analysis = a
-        self._donors = VideoReader(ctx.video, cache_bytes=self.cache_bytes, threads=1)
+        if self._donors is None:  # a re-plan keeps the reader and the frames it holds
+            self._donors = VideoReader(ctx.video, cache_bytes=self.cache_bytes, threads=1)
 
     def generate(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
         a = self._analysis
