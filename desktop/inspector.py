@@ -9,7 +9,7 @@ from __future__ import annotations
 from PySide6 import QtCore, QtWidgets
 
 from engine.lipsync.backend import GENERATORS
-from engine.pipeline import RESTORERS
+from engine.restore.backend import RESTORERS
 from engine.project import RangeSettings
 from ui import theme
 
@@ -26,7 +26,7 @@ class Inspector(QtWidgets.QWidget):
         self.heading = QtWidgets.QLabel("No range")
         self.heading.setStyleSheet("font-weight: bold")
         self.backend = self._combo("backend", tuple(GENERATORS))
-        self.restorer = self._combo("restorer", RESTORERS)
+        self.restorer = self._combo("restorer", tuple(RESTORERS))
         self.strength = self._spin("restorer_strength", 0.0, 1.0, 0.05, 2)
         self.mask_kind = self._combo("mask_kind", MASK_KINDS)
         self.dilation = self._spin("mask_dilation", -0.3, 0.3, 0.01, 3)

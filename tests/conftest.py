@@ -15,6 +15,15 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("REDUB_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
 
 
+@pytest.fixture(scope="session")
+def wav2lip_model(tmp_path_factory):
+    """A full-size Wav2Lip with random weights, checkpoint and ONNX export, made once per run
+    (skips without torch)."""
+    from tests.wav2lip_model import export_random_wav2lip
+
+    return export_random_wav2lip(tmp_path_factory.mktemp("wav2lip"))
+
+
 def shared_clip(name: str) -> Path:
     path = SHARED_MEDIA / name
     if not path.exists():

@@ -8,7 +8,9 @@ from engine.commands.render import (add_export_arguments, add_timeline_arguments
 from engine.face.analysis import Target
 from engine.lipsync.backend import GENERATORS
 from engine.media.probe import probe
-from engine.pipeline import RESTORERS, SyncSettings, sync
+from engine.pipeline import SyncSettings, sync
+from engine.restore.backend import RESTORERS
+from engine.stabilize.backend import STABILIZERS
 from engine.timecode import parse_range
 
 
@@ -18,7 +20,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_timeline_arguments(p)
     p.add_argument("--backend", default="retrieval", choices=sorted(GENERATORS),
                    help="lip generator (default: retrieval, offline)")
-    p.add_argument("--restore", default="none", choices=RESTORERS, help="face restorer")
+    p.add_argument("--stabilizer", default="geometric", choices=sorted(STABILIZERS),
+                   help="face crops for the neural backends (default: geometric)")
+    p.add_argument("--restore", default="none", choices=sorted(RESTORERS),
+                   help="face restorer for the mouth (default: none)")
+    p.add_argument("--restore-strength", type=float, default=SyncSettings.restore_strength,
+                   metavar="X", help="0..1: how much of the restored mouth is used "
+                   f"(default: {SyncSettings.restore_strength})")
+    p.add_argument("--restore-fidelity", type=float, default=SyncSettings.restore_fidelity,
+                   metavar="W", help="0..1: CodeFormer's fidelity weight, 1 keeps closest to "
+                   f"the generated mouth (default: {SyncSettings.restore_fidelity})")
     p.add_argument("--train-range", metavar="IN-OUT",
                    help="footage to learn the speaker's mouth from (default: the whole clip)")
     p.add_argument("--openness", type=float, default=1.0, help="mouth openness gain")
@@ -33,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     offset, ranges = timeline(args)
     fps = probe(args.video).video[0].frame_rate
     settings = SyncSettings(
-        backend=args.backend, restorer=args.restore,
+        backend=args.backend, stabilizer=args.stabilizer, restorer=args.restore,
+        restore_strength=args.restore_strength, restore_fidelity=args.restore_fidelity,
         train_range=parse_range(args.train_range, fps) if args.train_range else None,
         openness_gain=args.openness, audio_offset_ms=args.audio_offset_ms,
         target=Target.parse(args.target, float(fps)) if args.target else None)

@@ -19,6 +19,8 @@ from engine.media.frame import Frame
 
 GENERATORS = {
     "retrieval": "engine.lipsync.retrieval:RetrievalGenerator",
+    "wav2lip": "engine.lipsync.wav2lip:Wav2LipGenerator",
+    "wav2lip_gan": "engine.lipsync.wav2lip:wav2lip_gan",
 }
 
 
@@ -33,7 +35,11 @@ class SyncContext:
     edit: np.ndarray  # bool per analysed frame: re-sync it
     train: np.ndarray  # bool per analysed frame: footage the generator may learn from
     fps: float
-    openness_gain: float = 1.0
+    openness_gain: float | np.ndarray = 1.0  # one value, or one per analysed frame (a curve)
+    # Seconds into the dub each analysed frame hears (its placement and offset applied);
+    # None: the frame times. The dub features are already taken at these times.
+    dub_times: np.ndarray | None = None
+    stabilizer: str = "geometric"  # where neural generators get their face crops (STABILIZERS)
     warn: Callable[[str], None] = field(default=lambda message: None)
 
 
@@ -48,7 +54,11 @@ class Generator(Protocol):
     name: str
 
     def prepare(self, ctx: SyncContext) -> None:
-        """Whole-job work: learn, predict, plan."""
+        """Whole-job work: learn, predict, plan.
+
+        May be called again with a new context (the editor re-plans after a curve edit): the
+        new plan replaces the old, and readers or sessions already open are kept.
+        """
 
     def generate(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
         """The picture of ``box`` in ``frame`` (analysed frame ``k``) with the new mouth."""

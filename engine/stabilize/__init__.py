@@ -1,0 +1,1 @@
+"""The stabilizer stage: pose-normalised face crops for the neural generators (``backend.py``)."""

@@ -1,0 +1,197 @@
+"""Export an official Wav2Lip / Wav2Lip-GAN checkpoint to the engine's ONNX contract.
+
+    python -m installer.export_wav2lip wav2lip_gan.pth -o wav2lip_gan_96.onnx [--opset N]
+
+The checkpoint is read with ``torch.load(weights_only=True)`` (tensors only, no pickled code),
+its ``module.`` prefixes stripped and loaded strictly into :mod:`installer.wav2lip_arch`. The
+ONNX file follows the public ``wav2lip_96.onnx`` contract (facefusion-assets): inputs
+``source`` (B, 1, 80, 16) mel windows and ``target`` (B, 6, 96, 96) faces (masked crop then
+reference, BGR in [0, 1]), output (B, 3, 96, 96) in [0, 1], the batch dimension free. It is
+written as one self-contained file, then checked: torch and onnxruntime must agree to 1e-4 on
+random inputs, or the file is removed and the exit status is 1.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from engine.errors import RedubError
+
+INPUT_NAMES = ("source", "target")
+OUTPUT_NAME = "output"
+DEFAULT_OPSET = 18
+DYNAMO_OPSET = 18  # the torch.export-based exporter's oldest opset
+TOLERANCE = 1e-4
+PARITY_BATCH = 3  # differs from the export batch, so the free batch dimension is exercised
+
+
+def load_checkpoint(path: str | os.PathLike):
+    """A :class:`Wav2Lip` in eval mode holding the checkpoint's weights (strict names)."""
+    import torch
+
+    from installer.wav2lip_arch import Wav2Lip, checkpoint_state
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise RedubError("checkpoint not found", path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or non-tensor pickles
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise RedubError(f"cannot read the checkpoint ({exc.__class__.__name__}: {first})",
+                         path) from exc
+    try:
+        state = checkpoint_state(checkpoint)
+    except ValueError as exc:
+        raise RedubError(str(exc), path) from None
+    model = Wav2Lip()
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError:
+        raise RedubError("not the 96x96 Wav2Lip architecture: "
+                         f"{_mismatch(model.state_dict(), state)}", path) from None
+    return model.eval()
+
+
+def export(model, out: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
+    """Write ``model`` to ``out`` as one ONNX file (weights inside), atomically."""
+    import onnx
+    import torch
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    example = (torch.zeros(2, 1, 80, 16), torch.zeros(2, 6, 96, 96))
+    names = {"input_names": list(INPUT_NAMES), "output_names": [OUTPUT_NAME],
+             "opset_version": opset}
+    if opset >= DYNAMO_OPSET:
+        batch = torch.export.Dim("B", min=1)
+        how = {"dynamo": True, "external_data": False,
+               "dynamic_shapes": {"mels": {0: batch}, "faces": {0: batch}}}
+    else:  # the TorchScript exporter still writes the older opsets older runtimes load
+        how = {"dynamo": False,
+               "dynamic_axes": {name: {0: "B"} for name in (*INPUT_NAMES, OUTPUT_NAME)}}
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".export-") as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        # The exporter narrates every step and warns about optional packages: keep it quiet.
+        with contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings(), \
+                _quiet("torch.onnx"):
+            warnings.simplefilter("ignore")
+            try:
+                torch.onnx.export(model, example, raw, **names, **how)
+            except Exception as exc:  # the exporters raise many types
+                first = (str(exc).strip().splitlines() or [""])[0][:160]
+                raise RedubError(f"torch cannot export at opset {opset} "
+                                 f"({exc.__class__.__name__}: {first})", out) from exc
+        # Re-saved through onnx whatever the exporter chose: a side ``.onnx.data`` file (its
+        # default for large models) is folded back in, so the result is a single file.
+        proto = onnx.load(raw, load_external_data=True)
+        written = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+        if written != opset:  # the new exporter keeps its own opset when it cannot convert
+            raise RedubError(f"torch wrote opset {written} instead of {opset}: choose another "
+                             "--opset", out)
+        onnx.checker.check_model(proto)
+        part = Path(tmp) / "single.onnx"
+        onnx.save(proto, part, save_as_external_data=False)
+        os.replace(part, out)
+    return out
+
+
+def check_parity(model, onnx_path: str | os.PathLike, *, tolerance: float = TOLERANCE,
+                 batch: int = PARITY_BATCH, seed: int = 0) -> float:
+    """Largest difference between torch and onnxruntime on random inputs; raises above
+    ``tolerance``."""
+    import onnxruntime as ort
+    import torch
+
+    rng = np.random.default_rng(seed)
+    mels = rng.uniform(-4, 4, (batch, 1, 80, 16)).astype(np.float32)
+    faces = rng.uniform(0, 1, (batch, 6, 96, 96)).astype(np.float32)
+    faces[:, :3, 48:] = 0  # the lower half of the first three channels is masked in use
+    with torch.no_grad():
+        expected = model(torch.from_numpy(mels), torch.from_numpy(faces)).numpy()
+    path = os.fspath(onnx_path)
+    try:
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        got = session.run(None, dict(zip(INPUT_NAMES, (mels, faces))))[0]
+    except Exception as exc:  # onnxruntime's errors are untyped
+        raise RedubError(f"onnxruntime cannot run the export ({exc.__class__.__name__})",
+                         path) from exc
+    if got.shape != expected.shape:
+        raise RedubError(f"output shape {got.shape}, torch gives {expected.shape}", path)
+    diff = float(np.abs(got - expected).max())
+    if not diff <= tolerance:  # also catches NaN
+        raise RedubError(f"parity check failed: onnxruntime differs from torch by {diff:.3g} "
+                         f"(tolerance {tolerance:g})", path)
+    return diff
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m installer.export_wav2lip",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", help="wav2lip.pth or wav2lip_gan.pth")
+    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
+                        help=f"ONNX opset (default {DEFAULT_OPSET})")
+    args = parser.parse_args(argv)
+    try:
+        model = load_checkpoint(args.checkpoint)
+        out = export(model, args.output, args.opset)
+        try:
+            diff = check_parity(model, out)
+        except RedubError:
+            out.unlink(missing_ok=True)
+            raise
+    except RedubError as exc:
+        print(f"export_wav2lip: error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        print(f"export_wav2lip: error: {exc.name} is missing: install the export extra "
+              "(pip install -e \".[export]\")", file=sys.stderr)
+        return 1
+    print(f"{out}: {out.stat().st_size / 1e6:.1f} MB, opset {args.opset}, "
+          f"torch/onnxruntime max difference {diff:.2e}")
+    return 0
+
+
+def _mismatch(expected: dict, got: dict) -> str:
+    """What differs between the architecture's parameters and the checkpoint's."""
+    missing = sorted(set(expected) - set(got))
+    unexpected = sorted(set(got) - set(expected))
+    if missing or unexpected:
+        return "; ".join(part for part in (f"missing {_few(missing)}" if missing else "",
+                                           f"unexpected {_few(unexpected)}" if unexpected else "")
+                         if part)
+    return "shape of " + _few([f"{k} {tuple(got[k].shape)}, expected {tuple(v.shape)}"
+                               for k, v in expected.items()
+                               if tuple(got[k].shape) != tuple(v.shape)])
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _few(names: list[str], shown: int = 3) -> str:
+    more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+if __name__ == "__main__":
+    sys.exit(main())
