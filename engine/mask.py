@@ -41,7 +41,7 @@ OUTER_LIPS = np.arange(48, 60)
 # past the old ones, while the soft edge still stops short of the nose (the upper lip is about a
 # quarter of an inter-ocular distance below it).
 LIPS_MARGIN = 0.08
-# Edges at least this soft (pixels) are drawn from a distance field sampled every other pixel.
+# A landmark mask's distance field is sampled every feather / _COARSE_FEATHER pixels (1 to 4).
 _COARSE_FEATHER = 6.0
 
 
@@ -161,13 +161,16 @@ def polygon_mask(polygon: np.ndarray, shape: tuple[int, int], offset: float,
     if (hi <= lo).any():
         return out
     w_box, h_box = hi - lo
-    if coarse and feather >= _COARSE_FEATHER and min(w_box, h_box) >= 8:
-        # The distance is 1-Lipschitz, so sampled every other pixel and interpolated linearly it
-        # is off by well under a pixel: invisible in an edge this soft, at a quarter of the cost.
-        # Coarse sample i sits at fine coordinate 2i + 0.5, where cv2.resize expects it.
-        cw, ch = (w_box + 1) // 2, (h_box + 1) // 2
-        coarse = 2 * _signed_distance((poly - lo - 0.5) / 2, cw, ch)
-        sd = cv2.resize(coarse, (cw * 2, ch * 2), interpolation=cv2.INTER_LINEAR)[:h_box, :w_box]
+    step = int(np.clip(feather // _COARSE_FEATHER, 1, 4)) if coarse else 1
+    if step > 1 and min(w_box, h_box) >= 4 * step:
+        # The distance is 1-Lipschitz, so sampled every ``step`` pixels (at most a sixth of
+        # the feather) and interpolated linearly it is off by a fraction of a pixel: invisible
+        # in an edge this soft, at a fraction of the cost. Coarse sample i sits at fine
+        # coordinate step * i + (step - 1) / 2, where cv2.resize expects it.
+        cw, ch = -(-w_box // step), -(-h_box // step)
+        coarse_sd = step * _signed_distance((poly - lo - (step - 1) / 2) / step, cw, ch)
+        sd = cv2.resize(coarse_sd, (cw * step, ch * step),
+                        interpolation=cv2.INTER_LINEAR)[:h_box, :w_box]
     else:
         sd = _signed_distance(poly - lo, w_box, h_box)
     out[lo[1]:hi[1], lo[0]:hi[0]] = _ramp(offset - sd, feather)

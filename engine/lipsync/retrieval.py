@@ -74,6 +74,28 @@ class RetrievalGenerator:
         self._analysis = a
         if self._donors is None:  # a re-plan keeps the reader and the frames it holds
             self._donors = VideoReader(ctx.video, cache_bytes=self.cache_bytes, threads=1)
+        self._prefetch(a.start + np.unique(self.plan[self.plan >= 0]))
+
+    def _prefetch(self, donors: np.ndarray) -> None:
+        """Decode the chosen donor frames in one forward pass, when they fit the cache.
+
+        Fetched one by one they cost a seek to the keyframe before each jump in the plan
+        (three or more decodes per output frame on long-GOP footage); one threaded forward pass
+        is far cheaper, unless the donors are few and spread over a long clip.
+        """
+        info = self._donors.info
+        per_frame = info.width * info.height * 3 * (2 if info.bit_depth > 8 else 1)
+        missing = [int(i) for i in donors if self._donors.cache.get(int(i)) is None]
+        if not missing or len(missing) * per_frame > 0.9 * self.cache_bytes:
+            return
+        lo, hi = missing[0], missing[-1] + 1
+        if hi - lo > 16 * len(missing):
+            return
+        wanted = set(missing)
+        with VideoReader(self._donors.path) as sequential:
+            for frame in sequential.frames(lo, hi):
+                if frame.index in wanted:
+                    self._donors.cache.put(frame)
 
     def generate(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
         a = self._analysis
