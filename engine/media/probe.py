@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from fractions import Fraction
 
 import av
@@ -101,8 +102,25 @@ class MediaInfo:
 
 
 def probe(path: str | os.PathLike) -> MediaInfo:
-    """Inspect ``path``; counts frames exactly (packet scan) and decodes one frame per video stream."""
+    """Inspect ``path``; counts frames exactly (packet scan) and decodes one frame per video stream.
+
+    Results are remembered per file identity (path, size, modification time): a job opens the
+    same clip from several stages, and the packet scan of a long clip is not free.
+    """
     path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _probe(path)  # reports the problem as opening does
+    return _probe_identified(path, st.st_size, st.st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _probe_identified(path: str, size: int, mtime_ns: int) -> MediaInfo:
+    return _probe(path)
+
+
+def _probe(path: str) -> MediaInfo:
     container = open_input(path)
     try:
         video = [_probe_video(path, s) for s in container.streams.video
