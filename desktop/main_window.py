@@ -30,6 +30,7 @@ from desktop.export_dialog import ExportDialog
 from desktop.inspector import Inspector
 from desktop.jobs_panel import JobsPanel
 from desktop.mask_editing import MaskEditing, PreviewSpec
+from desktop.model_download import ensure_model
 from desktop.relink_dialog import ask_relink
 from desktop.settings import Settings
 from engine.errors import RedubError
@@ -39,6 +40,7 @@ from engine.media.peaks import PeakPyramid, cached_peaks
 from engine.media.probe import VideoStreamInfo
 from engine.media.reader import VideoReader
 from engine.paths import cache_dir
+from engine.pipeline import SyncSettings, required_models
 from engine.project import (SUFFIX, DubTrack, ExportPrefs, MediaRef, Project, RangeSettings,
                             Recovery, RelinkReport, SyncRange)
 from engine.progress import CancelToken, ProgressFn
@@ -817,6 +819,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if r is None or not self.project.dubs:
             self.statusBar().showMessage("Render needs a dub and a marked range (I, O)", 5000)
             return None
+        if not self._fetch_models(r.settings.to_sync_settings()):
+            return None
         key = repr((self.project.media.path, r.start, r.end, r.settings,
                     self.project.dubs[0].offset, self.project.dubs[0].media.path, time.time()))
         folder = cache_dir() / "renders"
@@ -866,10 +870,18 @@ class MainWindow(QtWidgets.QMainWindow):
         except RedubError as exc:
             QtWidgets.QMessageBox.warning(self, "Cannot export", str(exc))
             return None
+        if isinstance(job, SyncJob) and not self._fetch_models(job.settings):
+            return None
         job_id = self.bridge.submit(job)
         self._exports[job_id] = prefs.output
         self.jobs.add(job_id, f"Export {os.path.basename(prefs.output)}")
         return job_id
+
+    def _fetch_models(self, settings: SyncSettings) -> bool:
+        """Download what the chosen backends run, with progress, on first use; False when a
+        model could not be had (the dialog said why)."""
+        return all(ensure_model(model_id, self) is not None
+                   for model_id in required_models(settings))
 
     def _render_of(self, job_id: int) -> Render | None:
         return next((r for r in self.renders if r.job == job_id), None)

@@ -16,9 +16,9 @@ from PySide6 import QtCore, QtWidgets
 from PySide6.QtCore import Signal
 
 from engine.errors import Cancelled, RedubError
-from engine.models.download import download_model
+from engine.models.download import download_model, offline_requested
 from engine.models.manifest import get_entry
-from engine.models.store import model_state, models_dir
+from engine.models.store import ModelMissingError, model_state, models_dir
 from engine.progress import CancelToken
 
 log = logging.getLogger(__name__)
@@ -142,6 +142,10 @@ def ensure_model(model_id: str, parent: QtWidgets.QWidget | None = None,
     folder = models_dir(directory)
     if model_state(entry, folder) == "verified":
         return folder / entry.file
+    if offline_requested():
+        QtWidgets.QMessageBox.warning(parent, "Model missing",
+                                      str(ModelMissingError(entry, folder / entry.file)))
+        return None
     dialog = ModelDownloadDialog(model_id, folder, parent)
     dialog._start_thread()
     dialog.exec()  # returns on success, failure or Cancel (the thread then ends on its own)

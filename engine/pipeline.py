@@ -23,7 +23,7 @@ import numpy as np
 from engine.audio import AudioFeatures, features_from_samples
 from engine.audio.mel import SAMPLE_RATE
 from engine.blend import match_mean, pyramid_blend
-from engine.errors import RedubError
+from engine.errors import RedubError, UsageError
 from engine.face import geometry as geo
 from engine.face.analysis import FaceAnalysis, NoFaceError, Target, analyze_range
 from engine.lipsync.backend import Generated, SyncContext, create_generator
@@ -33,6 +33,7 @@ from engine.maskedit import NO_EDITS, Corrections, FrameEdits
 from engine.media.audio import read_audio
 from engine.media.frame import Frame
 from engine.media.probe import probe
+from engine.models.manifest import backend_models
 from engine.progress import CancelToken, ProgressFn, no_progress
 from engine.render import ExportSettings, RenderResult, render
 from engine.restore.backend import NoRestorer, Restorer, create_restorer
@@ -56,6 +57,24 @@ class SyncSettings:
     color_match: bool = True
     target: Target | None = None
     face_backend: str = "dlib"
+
+    def __post_init__(self) -> None:
+        # Checked where settings are made, before any model is fetched or frame decoded.
+        for label, value in (("restore strength", self.restore_strength),
+                             ("restore fidelity", self.restore_fidelity)):
+            if not 0.0 <= value <= 1.0:
+                raise UsageError(f"{label} {value} is outside 0..1")
+        if not self.openness_gain >= 0.0:
+            raise UsageError(f"openness gain {self.openness_gain} is negative")
+
+
+def required_models(settings: SyncSettings) -> list[str]:
+    """Manifest ids of the models ``settings``' backends run (fetched before a job starts)."""
+    neural = backend_models("generator", settings.backend)
+    models = [*neural, *backend_models("restorer", settings.restorer)]
+    if neural:  # neural generators take their face crops from the stabilizer
+        models += backend_models("stabilizer", settings.stabilizer)
+    return list(dict.fromkeys(models))
 
 
 class SyncSession:

@@ -11,8 +11,10 @@ SHARED_MEDIA = SHARED / "media"
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    # Tests never read or write the user's real cache.
+    # Tests never read or write the user's real cache or data, and never download a model.
     monkeypatch.setenv("REDUB_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.setenv("REDUB_DATA_DIR", str(tmp_path_factory.mktemp("data")))
+    monkeypatch.setenv("REDUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

@@ -401,3 +401,14 @@ def test_moved_media_is_relinked_through_the_dialog(qtbot, window, synthetic, tm
     assert seen == [([str(video)], False), ([], True)]
     assert window.project.media.path == str(moved) and window._dirty
     assert window.project.ranges[0].start == 0.2
+
+
+def test_render_with_a_missing_model_says_which_file_to_put_where(qtbot, window, synthetic):
+    video, dub = synthetic
+    open_clip(qtbot, window, video, dub)
+    window.set_range(0.2, 1.0)
+    window.set_range_setting("backend", "wav2lip")
+    # The tests run offline (REDUB_OFFLINE): no download is tried, the file is named instead.
+    assert window.render_action.isEnabled() and window.render_range() is None
+    assert window.renders == [] and len(window.warnings) == 1
+    assert "model 'wav2lip_96' (generator) is missing" in window.warnings[0]

@@ -17,6 +17,7 @@ MODEL = offset_model(bias_size=100_000)  # about 400 kB
 @pytest.fixture
 def folder(tmp_path, monkeypatch):
     monkeypatch.setattr(download, "CHUNK", 8192)
+    monkeypatch.delenv(download.OFFLINE_ENV)  # these download, from the local server only
     return tmp_path / "models"
 
 
@@ -65,6 +66,17 @@ def test_cancel_keeps_the_part_and_the_next_download_resumes(qtbot, server, fold
     count = len(server.requests)
     assert ensure_model("m", directory=folder) == folder / "m.onnx"
     assert len(server.requests) == count
+
+
+def test_offline_setting_reports_the_missing_file_without_downloading(qtbot, server, folder,
+                                                                      monkeypatch):
+    monkeypatch.setenv(download.OFFLINE_ENV, "1")
+    shown = []
+    monkeypatch.setattr(QtWidgets.QMessageBox, "warning",
+                        lambda parent, title, text: shown.append(text))
+    assert ensure_model("m", directory=folder) is None
+    assert server.requests == [] and len(shown) == 1
+    assert "model 'm' (restorer) is missing" in shown[0] and "m.onnx" in shown[0]
 
 
 def test_failure_is_reported_in_one_line(qtbot, server, folder, monkeypatch):

@@ -215,6 +215,28 @@ def test_offline_says_which_file_to_put_where(models, use_manifest):
     assert url in message and "redub models download m" in message
 
 
+def test_backends_fetch_their_models_on_first_use(models, use_manifest, server):
+    server.files["m.onnx"] = BIG
+    path = use_manifest(restorer_entry("m", [server.url("m.onnx")], sha256=sha(BIG)))
+    data = json.loads(path.read_text())
+    data["backends"] = {"restorer": {"fake": {"factory": "engine.restore.backend:NoRestorer",
+                                              "models": ["m"]}}}
+    path.write_text(json.dumps(data))
+    needed = manifest.backend_models("restorer", "fake")
+    assert needed == ("m",) and manifest.backend_models("restorer", "other") == ()
+    with pytest.raises(ModelMissingError, match="redub models download m"):
+        download.ensure_models(needed, offline=True)
+    assert server.requests == []  # offline: not even tried
+    seen = []
+    paths = download.ensure_models(needed, offline=False,
+                                   progress=lambda i: lambda d, t: seen.append((i, d, t)))
+    assert paths == [models / "m.onnx"] and paths[0].read_bytes() == BIG
+    assert seen[-1] == ("m", len(BIG), len(BIG))
+    requests = len(server.requests)
+    assert download.ensure_models(needed, offline=False) == paths  # installed: no download
+    assert len(server.requests) == requests
+
+
 def test_missing_model_is_reported_with_its_source(models, use_manifest):
     use_manifest(restorer_entry("m", ["https://example.invalid/m.onnx"]),
                  restorer_entry("own", []))

@@ -8,7 +8,8 @@ from engine.commands.render import (add_export_arguments, add_timeline_arguments
 from engine.face.analysis import Target
 from engine.lipsync.backend import GENERATORS
 from engine.media.probe import probe
-from engine.pipeline import SyncSettings, sync
+from engine.models.download import ensure_models
+from engine.pipeline import SyncSettings, required_models, sync
 from engine.restore.backend import RESTORERS
 from engine.stabilize.backend import STABILIZERS
 from engine.timecode import parse_range
@@ -36,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--audio-offset-ms", type=float, default=0.0,
                    help="shift the mouth against the dub (positive: later)")
     p.add_argument("--target", metavar="X,Y@TIME", help="the face to re-sync (default: largest)")
+    p.add_argument("--offline", action="store_true",
+                   help="never download a missing model (also: REDUB_OFFLINE=1)")
     add_export_arguments(p)
     p.set_defaults(run=run)
 
@@ -49,6 +52,11 @@ def run(args: argparse.Namespace) -> int:
         train_range=parse_range(args.train_range, fps) if args.train_range else None,
         openness_gain=args.openness, audio_offset_ms=args.audio_offset_ms,
         target=Target.parse(args.target, float(fps)) if args.target else None)
-    return run_export(lambda bar: sync(args.video, args.audio, export_settings(args),
-                                       dub_offset=offset, ranges=ranges, settings=settings,
-                                       progress=bar))
+    def job(bar):
+        # Models come on first use, before any decoding (offline: a clear message instead).
+        ensure_models(required_models(settings), progress=lambda model_id: lambda done, total: bar(
+            model_id, done // 1000, total // 1000), offline=args.offline or None)
+        return sync(args.video, args.audio, export_settings(args), dub_offset=offset,
+                    ranges=ranges, settings=settings, progress=bar)
+
+    return run_export(job)

@@ -2,7 +2,8 @@
 
 A detector takes one picture and returns boxes, five keypoints and scores. Backends are named;
 :data:`DETECTORS` maps each name to ``"module:factory"`` so only the chosen backend's libraries
-are imported. Adding a backend means adding one module and one entry here.
+are imported. Adding a backend means adding one module and one entry in the manifest's
+``backends`` (``resources/models.json``).
 
 :func:`detect_multiscale` runs any detector on a downscaled copy first and goes finer (up to
 2x upsampling) only when nothing was found or small faces are wanted.
@@ -16,11 +17,10 @@ import cv2
 import numpy as np
 
 from engine.face.registry import resolve
+from engine.models.manifest import backends
 
-DETECTORS: dict[str, str] = {
-    "dlib": "engine.face.dlib_backend:HogDetector",
-    "scrfd": "engine.face.scrfd:ScrfdDetector",
-}
+# name -> "module:factory", from the backends section of resources/models.json
+DETECTORS: dict[str, str] = backends("detector")
 
 
 @dataclass(frozen=True)

@@ -13,11 +13,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from engine.face.registry import resolve
+from engine.models.manifest import backends
 
-LANDMARKERS: dict[str, str] = {
-    "dlib": "engine.face.dlib_backend:ShapePredictor68",
-    "2d106": "engine.face.landmark106:Landmark106",
-}
+# name -> "module:factory", from the backends section of resources/models.json
+LANDMARKERS: dict[str, str] = backends("landmarker")
 
 
 class Landmarker(Protocol):

@@ -3,7 +3,8 @@
 A backend is prepared once for a job (it sees the face analysis, the source and dub audio and
 the frames to edit) and then asked, frame by frame in clip order, for a crop: the picture of
 the crop box with the new mouth and the landmarks of that mouth (for the mask). Adding a
-backend means adding a module and one entry in ``GENERATORS``.
+backend means adding a module and one entry in the manifest's ``backends``
+(``resources/models.json``).
 """
 from __future__ import annotations
 
@@ -15,13 +16,11 @@ import numpy as np
 from engine.audio import AudioFeatures
 from engine.face.analysis import FaceAnalysis
 from engine.face.registry import resolve
+from engine.models.manifest import backends
 from engine.media.frame import Frame
 
-GENERATORS = {
-    "retrieval": "engine.lipsync.retrieval:RetrievalGenerator",
-    "wav2lip": "engine.lipsync.wav2lip:Wav2LipGenerator",
-    "wav2lip_gan": "engine.lipsync.wav2lip:wav2lip_gan",
-}
+# name -> "module:factory", from the backends section of resources/models.json
+GENERATORS: dict[str, str] = backends("generator")
 
 
 @dataclass

@@ -15,16 +15,18 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
 from engine.errors import RedubError
 from engine.models.manifest import ModelEntry, get_entry
 from engine.models.store import (ModelMissingError, check_file_contract, digest_file,
-                                 model_state, models_dir, verify_file, write_pin)
+                                 model_path, model_state, models_dir, verify_file,
+                                 write_pin)
 from engine.progress import CancelToken
 
 ByteProgress = Callable[[int, int], None]  # (done_bytes, total_bytes); total 0 when unknown
+OFFLINE_ENV = "REDUB_OFFLINE"  # set (to anything but "" or "0"): never download on first use
 
 CHUNK = 256 * 1024  # small enough that cancel and progress respond within a fraction of a second
 RETRIES = 5  # resumes after cut connections, per mirror
@@ -32,6 +34,32 @@ USER_AGENT = "redub-studio"
 
 _locks: dict[Path, threading.Lock] = {}
 _locks_guard = threading.Lock()
+
+
+def offline_requested() -> bool:
+    """Whether the environment forbids downloads (``REDUB_OFFLINE``)."""
+    return os.environ.get(OFFLINE_ENV, "") not in ("", "0")
+
+
+def ensure_models(model_ids: Iterable[str], progress: Callable[[str], ByteProgress] | None = None,
+                  cancel: CancelToken | None = None, offline: bool | None = None) -> list[Path]:
+    """The files of ``model_ids``, downloading those not installed yet: models come on first use.
+
+    ``progress(model_id)`` gives the byte callback for one download. ``offline`` (default: the
+    ``REDUB_OFFLINE`` environment variable) forbids downloads: a missing model then raises
+    ``ModelMissingError`` saying which file to put where.
+    """
+    if offline is None:
+        offline = offline_requested()
+    paths = []
+    for model_id in dict.fromkeys(model_ids):
+        entry = get_entry(model_id)
+        if offline or model_state(entry) == "verified":
+            paths.append(model_path(model_id))
+        else:
+            paths.append(download_model(model_id, progress=progress(model_id) if progress
+                                        else None, cancel=cancel))
+    return paths
 
 
 def download_model(model_id: str, directory: str | os.PathLike | None = None,

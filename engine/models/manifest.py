@@ -5,6 +5,10 @@ theme) and holds one entry per model: stage, file name, mirror URLs, checksum (s
 URL of a CRC32 ``.hash`` companion as the facefusion-assets releases publish), size, licence
 note and the I/O contract that the runtime checks every file against.
 
+The manifest's ``backends`` section names every stage backend (those without a model too):
+``"module:factory"`` and the model ids it runs. The stage registries (``GENERATORS``,
+``RESTORERS``...) are read from it, so adding a backend is one module and one entry here.
+
 A tensor in a contract has a shape of ints (fixed) and names (symbolic, e.g. ``"B"``: any
 size, but one name means one size across the model). Its ``name`` may be ``null`` where the
 public files disagree or the name is unknown: it then matches by position only.
@@ -55,6 +59,27 @@ class ModelEntry:
     notes: str = ""
 
 
+@dataclass(frozen=True)
+class BackendEntry:
+    stage: str
+    name: str
+    factory: str  # "module:callable", imported on first use
+    models: tuple[str, ...]  # manifest ids of the models it runs (downloaded before a job)
+    notes: str = ""
+
+
+def backends(stage: str) -> dict[str, str]:
+    """The backends of ``stage``, name -> ``"module:factory"``, from the manifest."""
+    return {name: b.factory for name, b in _load_backends(os.fspath(MANIFEST_PATH))[stage].items()}
+
+
+def backend_models(stage: str, name: str) -> tuple[str, ...]:
+    """Model ids backend ``name`` of ``stage`` runs (none for an unknown name: resolving the
+    backend reports that)."""
+    entry = _load_backends(os.fspath(MANIFEST_PATH))[stage].get(name)
+    return entry.models if entry is not None else ()
+
+
 def load_manifest(path: str | os.PathLike | None = None) -> dict[str, ModelEntry]:
     """Entries by id, from ``resources/models.json`` unless ``path`` names another manifest."""
     return dict(_load(os.fspath(path) if path is not None else os.fspath(MANIFEST_PATH)))
@@ -89,6 +114,31 @@ def _load(path: str) -> tuple[tuple[str, ModelEntry], ...]:
     if duplicates:
         raise RedubError(f"model manifest repeats ids {', '.join(duplicates)}", path)
     return tuple((e.id, e) for e in entries)
+
+
+@functools.lru_cache(maxsize=8)
+def _load_backends(path: str) -> dict[str, dict[str, BackendEntry]]:
+    models = dict(_load(path))
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f).get("backends", {})
+    table: dict[str, dict[str, BackendEntry]] = {stage: {} for stage in STAGES}
+    try:
+        for stage, entries in data.items():
+            if stage not in STAGES:
+                raise ValueError(f"backend stage '{stage}' is not one of {', '.join(STAGES)}")
+            for name, raw in entries.items():
+                entry = BackendEntry(stage, name, raw["factory"], tuple(raw.get("models", ())),
+                                     raw.get("notes", ""))
+                if ":" not in entry.factory:
+                    raise ValueError(f"{stage} backend '{name}': factory must be module:name")
+                unknown = [m for m in entry.models if m not in models]
+                if unknown:
+                    raise ValueError(f"{stage} backend '{name}' runs unknown models "
+                                     f"{', '.join(unknown)}")
+                table[stage][name] = entry
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise RedubError(f"bad backend entry in the model manifest: {exc}", path) from None
+    return table
 
 
 def _entry(raw: dict) -> ModelEntry:

@@ -4,7 +4,8 @@ It runs between generation and blending, only on frames the pipeline edits: it g
 the generator's crop (``Generated``: the mouth-region box, its picture and the new mouth's
 landmarks) and the target face on that frame, and returns a crop of the same box. A restorer
 may change the crop only inside the mouth-region mask, so the rest of the face keeps the
-source's identity. Adding a backend means adding a module and one entry in ``RESTORERS``.
+source's identity. Adding a backend means adding a module and one entry in the
+manifest's ``backends`` (``resources/models.json``).
 """
 from __future__ import annotations
 
@@ -12,15 +13,12 @@ from typing import Protocol
 
 from engine.face.analysis import FaceFrame
 from engine.face.registry import resolve
+from engine.models.manifest import backends
 from engine.lipsync.backend import Generated
 from engine.media.frame import Frame
 
-RESTORERS = {
-    "none": "engine.restore.backend:NoRestorer",
-    "gfpgan": "engine.restore.gfpgan:GFPGANRestorer",
-    "gpen": "engine.restore.gpen:GPENRestorer",
-    "codeformer": "engine.restore.codeformer:CodeFormerRestorer",
-}
+# name -> "module:factory", from the backends section of resources/models.json
+RESTORERS: dict[str, str] = backends("restorer")
 
 
 class Restorer(Protocol):

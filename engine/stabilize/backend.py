@@ -17,12 +17,11 @@ import numpy as np
 
 from engine.face.analysis import FaceAnalysis
 from engine.face.registry import resolve
+from engine.models.manifest import backends
 from engine.media.frame import Frame
 
-STABILIZERS = {
-    "geometric": "engine.stabilize.geometric:GeometricStabilizer",
-    "neural": "engine.stabilize.neural:NeuralStabilizer",
-}
+# name -> "module:factory", from the backends section of resources/models.json
+STABILIZERS: dict[str, str] = backends("stabilizer")
 
 
 @dataclass(frozen=True)
