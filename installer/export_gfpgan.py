@@ -32,6 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from engine.errors import RedubError
+from installer.parity import onnx_difference
 
 SIZE = 512
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -147,26 +148,12 @@ def check_parity(model, onnx_path: str | os.PathLike, *, tolerance: float = TOLE
                  seed: int = 0) -> float:
     """Largest difference between torch and onnxruntime on a random face; raises above
     ``tolerance``."""
-    import onnxruntime as ort
     import torch
 
     face = np.random.default_rng(seed).uniform(-1, 1, (1, 3, SIZE, SIZE)).astype(np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(face)).numpy()
-    path = os.fspath(onnx_path)
-    try:
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        got = session.run(None, {INPUT_NAME: face})[0]
-    except Exception as exc:  # onnxruntime's errors are untyped
-        raise RedubError(f"onnxruntime cannot run the export ({exc.__class__.__name__})",
-                         path) from exc
-    if got.shape != expected.shape:
-        raise RedubError(f"output shape {got.shape}, torch gives {expected.shape}", path)
-    diff = float(np.abs(got - expected).max())
-    if not diff <= tolerance:  # also catches NaN
-        raise RedubError(f"parity check failed: onnxruntime differs from torch by {diff:.3g} "
-                         f"(tolerance {tolerance:g})", path)
-    return diff
+    return onnx_difference(onnx_path, {INPUT_NAME: face}, expected, tolerance)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -26,6 +26,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from engine.errors import RedubError
+from installer.parity import onnx_difference
 
 INPUT_NAMES = ("source", "target")
 OUTPUT_NAME = "output"
@@ -111,7 +112,6 @@ def check_parity(model, onnx_path: str | os.PathLike, *, tolerance: float = TOLE
                  batch: int = PARITY_BATCH, seed: int = 0) -> float:
     """Largest difference between torch and onnxruntime on random inputs; raises above
     ``tolerance``."""
-    import onnxruntime as ort
     import torch
 
     rng = np.random.default_rng(seed)
@@ -120,20 +120,8 @@ def check_parity(model, onnx_path: str | os.PathLike, *, tolerance: float = TOLE
     faces[:, :3, 48:] = 0  # the lower half of the first three channels is masked in use
     with torch.no_grad():
         expected = model(torch.from_numpy(mels), torch.from_numpy(faces)).numpy()
-    path = os.fspath(onnx_path)
-    try:
-        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-        got = session.run(None, dict(zip(INPUT_NAMES, (mels, faces))))[0]
-    except Exception as exc:  # onnxruntime's errors are untyped
-        raise RedubError(f"onnxruntime cannot run the export ({exc.__class__.__name__})",
-                         path) from exc
-    if got.shape != expected.shape:
-        raise RedubError(f"output shape {got.shape}, torch gives {expected.shape}", path)
-    diff = float(np.abs(got - expected).max())
-    if not diff <= tolerance:  # also catches NaN
-        raise RedubError(f"parity check failed: onnxruntime differs from torch by {diff:.3g} "
-                         f"(tolerance {tolerance:g})", path)
-    return diff
+    return onnx_difference(onnx_path, dict(zip(INPUT_NAMES, (mels, faces))), expected,
+                           tolerance)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,31 @@
+"""The exporters' acceptance test: onnxruntime must give what torch gave on the same inputs."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from engine.errors import RedubError
+
+
+def onnx_difference(onnx_path: str | os.PathLike, inputs: dict[str, np.ndarray],
+                    expected: np.ndarray, tolerance: float) -> float:
+    """Largest difference between the exported model's output on ``inputs`` and ``expected``
+    (torch's); raises a ``RedubError`` naming the file above ``tolerance``, or when the
+    export cannot run at all."""
+    import onnxruntime as ort
+
+    path = os.fspath(onnx_path)
+    try:
+        session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+        got = session.run(None, inputs)[0]
+    except Exception as exc:  # onnxruntime's errors are untyped
+        raise RedubError(f"onnxruntime cannot run the export ({exc.__class__.__name__})",
+                         path) from exc
+    if got.shape != expected.shape:
+        raise RedubError(f"output shape {got.shape}, torch gives {expected.shape}", path)
+    diff = float(np.abs(got - expected).max())
+    if not diff <= tolerance:  # also catches NaN
+        raise RedubError(f"parity check failed: onnxruntime differs from torch by {diff:.3g} "
+                         f"(tolerance {tolerance:g})", path)
+    return diff
