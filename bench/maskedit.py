@@ -32,9 +32,9 @@ from engine.media.reader import VideoReader
 from engine.pipeline import SyncSession, SyncSettings, prepare_sync
 
 CACHE = Path(__file__).resolve().parent / ".cache"
-RANGE = (1.0, 3.0)
-TRAIN = (0.0, 3.6)
-PLAYHEAD = 50  # 2.0 s: inside the range
+RANGE = (4.2, 6.2)  # talk_d12 frames 105-154: landmarks on the face throughout
+TRAIN = (4.2, 6.36)
+PLAYHEAD = 120  # 4.8 s: inside the range
 
 
 def edits(session: SyncSession, frame: int) -> dict[str, Callable[[int], Corrections]]:

@@ -116,7 +116,9 @@ def write_screenshots(folder: str | os.PathLike, video: str | None = None,
         wait(lambda: window._source_rgb is not None and window.project is not None
              and bool(window.project.dubs) and window.peaks_at is not None)
         clip = window.clip
-        start = min(1.0, clip.duration / 4)
+        # Past the middle: on the shared clip talk_d12 the head swings too fast in the first
+        # seconds for the new mouth to be placed, and those frames keep their own.
+        start = clip.duration * 0.55
         end = min(start + 2.0, clip.duration)
         window.playback.seek(start)
         wait(lambda: window.frame_index == clip.index_at(start))

@@ -26,10 +26,11 @@ from engine.blend import match_mean, pyramid_blend
 from engine.errors import RedubError, UsageError
 from engine.face import geometry as geo
 from engine.face.analysis import FaceAnalysis, NoFaceError, Target, analyze_range
+from engine.lipsync.alignment import ALIGNED, alignment_scores
 from engine.lipsync.backend import Generated, SyncContext, create_generator
 from engine.lipsync.retrieval import even_box
 from engine.mask import MaskSettings, face_scale, frame_mask, landmark_mask, landmark_polygon
-from engine.maskedit import NO_EDITS, Corrections, FrameEdits
+from engine.maskedit import KEEP_FADE, NO_EDITS, Corrections, FrameEdits
 from engine.media.audio import read_audio
 from engine.media.frame import Frame
 from engine.media.probe import probe
@@ -97,6 +98,9 @@ class SyncSession:
         self._generator = None
         self._restorer: Restorer = NoRestorer()  # prepare_sync sets the chosen one
         self._inputs: _AudioInputs | None = None
+        # Share of the source kept per analysed frame next to frames left as they are, so the
+        # new mouth fades out and in rather than popping.
+        self._eased: np.ndarray = np.zeros(0)
         # Generated crops of recent frames (box, crop): edits on a frame (a vertex dragged
         # about) re-blend its crop instead of generating it again.
         self._crops: OrderedDict[int, tuple[tuple[int, int, int, int], Generated]] = OrderedDict()
@@ -123,6 +127,8 @@ class SyncSession:
             return frame
         a, k = self.analysis, frame.index - self.analysis.start
         fixes = self.corrections.at(frame.index, lambda: _auto_outline(a, k, self.settings))
+        if self._eased[k] > fixes.keep:
+            fixes = replace(fixes, keep=float(self._eased[k]))
         if fixes.keep >= 1.0:
             return frame
         settings = replace(self.settings, mask=fixes.mask_settings(self.settings.mask))
@@ -240,6 +246,14 @@ def prepare_sync(video: str | os.PathLike, dub: str | os.PathLike, *, dub_offset
     train = (times >= learn[0] - 1e-6) & (times < learn[1] - 1e-6)
     if not (edit & analysis.found).any():
         notes.append("no face in the edited ranges: the picture passes through unchanged")
+    # Frames whose landmarks slipped off a motion-blurred face: neither re-synced nor lent.
+    slipped = analysis.found & ~(alignment_scores(video, analysis) >= ALIGNED)
+    if (slipped & edit).any():
+        n = int((slipped & edit).sum())
+        notes.append(f"{n} frame{'s keep' if n > 1 else ' keeps'} their own mouth: the face "
+                     "moves too fast there to place a new one")
+    edit, train = edit & ~slipped, train & ~slipped
+    session._eased = _ease_out(slipped)
     session.analysis, session.edit = analysis, edit
 
     progress("audio", 0, 2)
@@ -334,6 +348,17 @@ def _auto_outline(analysis: FaceAnalysis, k: int, settings: SyncSettings) -> np.
     """The automatic mask outline of analysed frame ``k``, in face coordinates."""
     return geo.apply(analysis.transforms[k],
                      landmark_polygon(analysis.landmarks[k], settings.mask.kind))
+
+
+def _ease_out(skipped: np.ndarray) -> np.ndarray:
+    """1 on ``skipped`` frames, falling to 0 over KEEP_FADE frames on either side."""
+    weight = skipped.astype(np.float64)
+    for d in range(1, KEEP_FADE + 1):
+        near = np.zeros_like(skipped)
+        near[d:] |= skipped[:-d]
+        near[:-d] |= skipped[d:]
+        weight = np.maximum(weight, near * (1.0 - d / (KEEP_FADE + 1)))
+    return weight
 
 
 def _source_features(video: str, times: np.ndarray, info):

@@ -163,7 +163,7 @@ def test_version_1_mask_edits_migrate_to_layers():
 
 # -- rendered pixels ----------------------------------------------------------------------
 
-CLIP_RANGE = (1.0, 2.6)  # talk_d12: the head moves and turns here
+CLIP_RANGE = (4.2, 6.36)  # talk_d12 frames 105-158: the head moves, landmarks on the face
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +175,7 @@ def clip():
 def session(clip):
     dub = shared_clip("speech_radio31_16k.wav")
     s = prepare_sync(clip, dub, ranges=[CLIP_RANGE],
-                     settings=SyncSettings(train_range=(0.0, 2.6)))
+                     settings=SyncSettings(train_range=CLIP_RANGE))
     yield s
     s.close()
 
@@ -183,7 +183,7 @@ def session(clip):
 @pytest.fixture(scope="module")
 def frames(clip):
     with VideoReader(clip) as reader:
-        yield {i: reader.frame(i) for i in (30, 40, 55)}
+        yield {i: reader.frame(i) for i in (110, 120, 135)}
 
 
 def luma(frame) -> np.ndarray:
@@ -202,15 +202,15 @@ def face(session, index):
 
 
 def test_a_dragged_vertex_changes_the_mask_there(session, frames):
-    frame = frames[40]
-    lm, to_face = face(session, 40)
+    frame = frames[120]
+    lm, to_face = face(session, 120)
     auto = render(session, frame, Corrections())
     outline = geo.apply(to_face, landmark_polygon(lm, "lower_face"))
     chin = 5  # LOWER_FACE[5] is landmark 8, the chin
     pulled = outline.copy()
     pulled[chin, 1] += 0.25  # far below the chin
     c = Corrections()
-    c.set_outline(40, pulled)
+    c.set_outline(120, pulled)
     edited = render(session, frame, c)
     diff = edited != auto
     # The picture changes below the old chin, where the outline now reaches ...
@@ -226,42 +226,42 @@ def test_a_dragged_vertex_changes_the_mask_there(session, frames):
 
 
 def test_a_correction_follows_the_moving_face(session, frames):
-    lm_a, face_a = face(session, 30)
-    lm_b, face_b = face(session, 55)
+    lm_a, face_a = face(session, 110)
+    lm_b, face_b = face(session, 135)
     # The head moves between the two frames.
     assert np.linalg.norm(lm_a[30] - lm_b[30]) > 8
     cheek = np.array([0.70, 0.64])  # face coordinates: the right cheek, outside the mask
     c = Corrections()
-    sid = c.add_shape("add", 30, np.array([cheek - [0.03, 0], cheek + [0.03, 0]]), radius=0.04)
-    c.copy_key(sid, 30, 30, 55)
-    source = luma(frames[55])
-    auto = render(session, frames[55], Corrections())
-    edited = render(session, frames[55], c)
+    sid = c.add_shape("add", 110, np.array([cheek - [0.03, 0], cheek + [0.03, 0]]), radius=0.04)
+    c.copy_key(sid, 110, 110, 135)
+    source = luma(frames[135])
+    auto = render(session, frames[135], Corrections())
+    edited = render(session, frames[135], c)
     # Pixels the stroke alone changed (the automatic mask leaves them as they were).
     assert np.count_nonzero((edited != source) & (auto == source)) > 50
     # Where the stroke widens the mask (its picture depends on the chosen source mouth, so the
     # mask says where, not the pixels).
-    k = 55 - session.analysis.start
+    k = 135 - session.analysis.start
     box = tuple(int(v) for v in session.analysis.crop_boxes[k])
-    fixes = c.at(55, lambda: geo.apply(face_b, landmark_polygon(lm_b, "lower_face")))
+    fixes = c.at(135, lambda: geo.apply(face_b, landmark_polygon(lm_b, "lower_face")))
     added = (frame_mask(lm_b, box, face_b, session.settings.mask, fixes.overrides)
              - frame_mask(lm_b, box, face_b, session.settings.mask))
     ys, xs = np.nonzero(added > 0.5)
     assert ys.size > 50
     centre = np.array([xs.mean(), ys.mean()]) + box[:2]
-    expected = geo.apply(geo.invert(face_b), cheek[None])[0]  # on frame 55's cheek ...
+    expected = geo.apply(geo.invert(face_b), cheek[None])[0]  # on frame 135's cheek ...
     drawn_at = geo.apply(geo.invert(face_a), cheek[None])[0]  # ... not where it was drawn
     assert np.linalg.norm(centre - expected) < 4
     assert np.linalg.norm(drawn_at - expected) > 8
 
 
 def test_an_exclusion_keeps_source_pixels(session, frames):
-    frame = frames[40]
-    lm, to_face = face(session, 40)
+    frame = frames[120]
+    lm, to_face = face(session, 120)
     mouth = geo.apply(to_face, lm[48:68]).mean(0)
     hand = mouth + 0.08 * np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)])
     c = Corrections()
-    c.add_shape("exclude", 40, hand)
+    c.add_shape("exclude", 120, hand)
     auto = render(session, frame, Corrections())
     edited = render(session, frame, c)
     source = luma(frame)
@@ -273,12 +273,12 @@ def test_an_exclusion_keeps_source_pixels(session, frames):
 
 
 def test_keep_original_spans_and_curves(session, frames, clip):
-    c = Corrections(keep=[(38, 42)])
+    c = Corrections(keep=[(118, 122)])
     changed = session.set_corrections(c)
-    assert set(changed.tolist()) == set(range(38 - KEEP_FADE, 43 + KEEP_FADE))
-    np.testing.assert_array_equal(luma(session.render_frame(frames[40])), luma(frames[40]))
+    assert set(changed.tolist()) == set(range(118 - KEEP_FADE, 123 + KEEP_FADE))
+    np.testing.assert_array_equal(luma(session.render_frame(frames[120])), luma(frames[120]))
     # A curve closing the mouth over part of the range re-plans only where the plan changes.
-    closed = Corrections(keep=[(38, 42)], curves=MotionCurves(openness_gain=Curve({50: 0.0})))
+    closed = Corrections(keep=[(118, 122)], curves=MotionCurves(openness_gain=Curve({130: 0.0})))
     replanned = session.set_corrections(closed)
     assert replanned.size and set(replanned.tolist()) <= set(session.edited_frames().tolist())
     session.set_corrections(Corrections())
@@ -286,12 +286,12 @@ def test_keep_original_spans_and_curves(session, frames, clip):
 
 def test_export_applies_the_corrections(tmp_path, clip):
     dub = shared_clip("speech_radio31_16k.wav")
-    c = Corrections(keep=[(30, 34)])
+    c = Corrections(keep=[(110, 114)])
     out = sync(clip, dub, ExportSettings(output=str(tmp_path / "o.mkv"), codec="ffv1"),
-               ranges=[(1.2, 1.6)], settings=SyncSettings(train_range=(0.0, 2.6)),
+               ranges=[(4.4, 4.8)], settings=SyncSettings(train_range=CLIP_RANGE),
                corrections=c)
     src, res = decode_all(clip), decode_all(out.path)
     same = [np.array_equal(planes_from_av(src[i])[0], planes_from_av(res[i])[0])
-            for i in range(30, 40)]
+            for i in range(110, 120)]
     assert same[:5] == [True] * 5  # kept
     assert not all(same[5 + KEEP_FADE:])  # re-synced after the fade

@@ -11,7 +11,8 @@ from engine.errors import Cancelled
 from engine.face.analysis import analyze_range
 from engine.lipsync.motion import MotionModel, MotionSettings
 from engine.media.frame import planes_from_av
-from engine.pipeline import SyncSettings, sync
+from engine.media.reader import VideoReader
+from engine.pipeline import SyncSettings, prepare_sync, sync
 from engine.progress import CancelToken
 from engine.render import ExportSettings
 from tests.conftest import shared_clip
@@ -134,3 +135,22 @@ def test_a_range_without_a_face_passes_through(tmp_path, dub):
     src, out = decode_all(video), decode_all(result.path)
     assert all(np.array_equal(planes_from_av(a)[0], planes_from_av(b)[0])
                for a, b in zip(src, out))
+
+
+def test_frames_whose_landmarks_slipped_keep_their_own_mouth():
+    # talk_d12 swings its head in its second second: the landmarks slide off the blurred face
+    # on frames 31-54 there (a new mouth would be pasted beside the real one).
+    clip = shared_clip("talk_d12_512.mp4")
+    session = prepare_sync(clip, shared_clip("speech_radio31_16k.wav"), ranges=[(1.0, 2.6)])
+    try:
+        edited = set(session.edited_frames().tolist())
+        assert any("keep their own mouth" in n for n in session.notes)
+        assert {36, 44, 52}.isdisjoint(edited) and {28, 56, 60}.issubset(edited)
+        with VideoReader(clip) as reader:
+            slipped = reader.frame(44)
+            assert session.render_frame(slipped) is slipped
+            # Two frames after the stretch the new mouth is fading back in: already changed.
+            after = reader.frame(56)
+            assert not np.array_equal(session.render_frame(after).planes[0], after.planes[0])
+    finally:
+        session.close()
