@@ -57,34 +57,35 @@ class SyncJob:
     ranges: list[tuple[float, float]] = field(default_factory=list)
     settings: SyncSettings = field(default_factory=SyncSettings)
     corrections: Corrections | None = None  # the project's manual mask and motion fixes
+    range_settings: list[SyncSettings] | None = None  # one per range; None: ``settings`` for all
 
     @classmethod
     def from_project(cls, project: Project, ranges: Sequence[int] | None = None,
                      output: str | os.PathLike | None = None) -> SyncJob:
         """The render of ``project``'s ranges (indices; default all) to ``output``.
 
-        The engine takes one dub and one set of settings per pass, so the chosen ranges must
-        share their settings (render them one at a time otherwise).
+        Each range keeps its own settings (the engine prepares ranges that share settings
+        together); the export has one dub track.
         """
         if len(project.dubs) != 1:
             raise UsageError(f"a render needs exactly one dub track (the project has "
                              f"{len(project.dubs)})")
         chosen = project.ranges if ranges is None else [project.ranges[i] for i in ranges]
-        settings = {r.settings.to_sync_settings() for r in chosen}
-        if len(settings) > 1:
-            raise UsageError("these ranges have different settings: render them one at a time")
+        per_range = [r.settings.to_sync_settings() for r in chosen]
         dub = project.dubs[0]
         return cls(video=project.media.path, dub=dub.media.path,
                    export=project.export.to_export_settings(output), dub_offset=dub.offset,
                    ranges=[(r.start, r.end) for r in chosen],
-                   settings=settings.pop() if settings else SyncSettings(),
+                   settings=per_range[0] if per_range else SyncSettings(),
+                   range_settings=per_range or None,
                    corrections=project.corrections.copy())
 
     def run(self, progress: ProgressFn, cancel: CancelToken,
             preview: PreviewFn) -> RenderResult:
         return sync(self.video, self.dub, self.export, dub_offset=self.dub_offset,
                     ranges=self.ranges, settings=self.settings, progress=progress,
-                    cancel=cancel, preview=preview, corrections=self.corrections)
+                    cancel=cancel, preview=preview, corrections=self.corrections,
+                    range_settings=self.range_settings)
 
 
 @dataclass

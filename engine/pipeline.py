@@ -284,15 +284,55 @@ def sync(video: str | os.PathLike, dub: str | os.PathLike, export: ExportSetting
          dub_offset: float = 0.0, ranges: Sequence[tuple[float, float]] = (),
          settings: SyncSettings = SyncSettings(), progress: ProgressFn = no_progress,
          cancel: CancelToken | None = None, preview: PreviewFn | None = None,
-         corrections: Corrections | None = None) -> RenderResult:
-    """Re-sync the speaker's mouth to ``dub`` inside ``ranges`` (default: the whole clip)."""
-    with prepare_sync(video, dub, dub_offset=dub_offset, ranges=ranges, settings=settings,
-                      corrections=corrections, progress=progress, cancel=cancel) as session:
-        edit = session.render_frame if session.edited_frames().size else None
-        result = render(video, export, dub=dub, dub_offset=dub_offset, ranges=session.ranges,
-                        edit=edit, on_frame=preview, progress=progress, cancel=cancel)
-    result.notes[:0] = session.notes
+         corrections: Corrections | None = None,
+         range_settings: Sequence[SyncSettings] | None = None) -> RenderResult:
+    """Re-sync the speaker's mouth to ``dub`` inside ``ranges`` (default: the whole clip).
+
+    ``range_settings`` (one per range) gives each range its own settings (backend, restorer,
+    mask, motion...); ranges sharing settings are prepared together, in one session.
+    """
+    groups = _groups(list(ranges), settings, range_settings)
+    sessions: list[SyncSession] = []
+    try:
+        for group_settings, group_ranges in groups:
+            sessions.append(prepare_sync(video, dub, dub_offset=dub_offset, ranges=group_ranges,
+                                         settings=group_settings, corrections=corrections,
+                                         progress=progress, cancel=cancel))
+        active = [x for x in sessions if x.edited_frames().size]
+
+        def edit(frame: Frame) -> Frame:
+            for session in active:
+                if session.edits(frame.index):
+                    return session.render_frame(frame)
+            return frame
+
+        result = render(video, export, dub=dub, dub_offset=dub_offset,
+                        ranges=[r for x in sessions for r in x.ranges],
+                        edit=edit if active else None, on_frame=preview, progress=progress,
+                        cancel=cancel)
+    finally:
+        for session in sessions:
+            session.close()
+    result.notes[:0] = list(dict.fromkeys(n for x in sessions for n in x.notes))
     return result
+
+
+def _groups(ranges: list[tuple[float, float]], settings: SyncSettings,
+            range_settings: Sequence[SyncSettings] | None
+            ) -> list[tuple[SyncSettings, list[tuple[float, float]]]]:
+    """Ranges gathered by their settings, in first-seen order; overlaps are refused."""
+    if range_settings is None or not ranges:
+        return [(settings, ranges)]
+    if len(range_settings) != len(ranges):
+        raise UsageError(f"{len(range_settings)} range settings for {len(ranges)} ranges")
+    spans = sorted(ranges)
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        if start < end:
+            raise UsageError(f"ranges overlap at {start:.3f} s: each frame needs one setting")
+    groups: dict[SyncSettings, list[tuple[float, float]]] = {}
+    for span, chosen in zip(ranges, range_settings):
+        groups.setdefault(chosen, []).append(span)
+    return list(groups.items())
 
 
 def _region(landmarks: np.ndarray, crop_box: np.ndarray, frame: Frame,

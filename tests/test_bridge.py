@@ -201,8 +201,10 @@ def test_sync_job_from_project(tmp_path):
     assert job.settings == quick.to_sync_settings()
     assert job.export.output == str(tmp_path / "o.mkv") and job.export.codec == "ffv1"
     assert SyncJob.from_project(project, [1], output="/x.mp4").export.output == "/x.mp4"
-    with pytest.raises(UsageError, match="different settings"):
-        SyncJob.from_project(project)
+    # Every range keeps its own settings, in one export.
+    whole = SyncJob.from_project(project)
+    assert whole.range_settings == [quick.to_sync_settings(), RangeSettings().to_sync_settings(),
+                                    quick.to_sync_settings()]
     project.dubs.clear()
     with pytest.raises(UsageError, match="exactly one dub"):
         SyncJob.from_project(project, [0])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from engine.errors import Cancelled
+from engine.errors import Cancelled, UsageError
 from engine.face.analysis import analyze_range
 from engine.lipsync.motion import MotionModel, MotionSettings
 from engine.media.frame import planes_from_av
@@ -154,3 +154,30 @@ def test_frames_whose_landmarks_slipped_keep_their_own_mouth():
             assert not np.array_equal(session.render_frame(after).planes[0], after.planes[0])
     finally:
         session.close()
+
+
+def test_each_range_keeps_its_own_settings_in_one_export(tmp_path):
+    clip, dub = shared_clip("talk_d12_512.mp4"), shared_clip("speech_radio31_16k.wav")
+    a, b = (4.2, 4.8), (5.2, 5.8)  # frames 105-119 and 130-144
+    open_wide = SyncSettings(train_range=(4.2, 6.36), openness_gain=1.6)
+    closed = SyncSettings(train_range=(4.2, 6.36), openness_gain=0.0)
+
+    def luma(settings, ranges, name, per_range=None):
+        out = sync(clip, dub, ExportSettings(output=str(tmp_path / name), codec="ffv1"),
+                   ranges=ranges, settings=settings, range_settings=per_range)
+        return [planes_from_av(f)[0] for f in decode_all(out.path)]
+
+    both = luma(open_wide, [a, b], "both.mkv", [open_wide, closed])
+    only_a = luma(open_wide, [a], "a.mkv")
+    only_b = luma(closed, [b], "b.mkv")
+    source = [planes_from_av(f)[0] for f in decode_all(clip)]
+    for i in range(105, 120):
+        np.testing.assert_array_equal(both[i], only_a[i])
+    for i in range(130, 145):
+        np.testing.assert_array_equal(both[i], only_b[i])
+    assert not all(np.array_equal(both[i], source[i]) for i in range(130, 145))
+    for i in (100, 125, 150):  # between and outside the ranges: as decoded
+        np.testing.assert_array_equal(both[i], source[i])
+    with pytest.raises(UsageError, match="overlap"):
+        sync(clip, dub, ExportSettings(output=str(tmp_path / "x.mkv")), ranges=[a, (4.5, 5.0)],
+             range_settings=[open_wide, closed])
