@@ -18,7 +18,6 @@ or the file is removed and the exit status is 1.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import inspect
 import io
@@ -32,7 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from engine.errors import RedubError
-from installer.parity import onnx_difference
+from installer.onnx_export import exporter_parser, kept_if_faithful, onnx_difference
 
 SIZE = 512
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -157,22 +156,13 @@ def check_parity(model, onnx_path: str | os.PathLike, *, tolerance: float = TOLE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m installer.export_gfpgan",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="GFPGANv1.4.pth")
-    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset (default {DEFAULT_OPSET})")
-    args = parser.parse_args(argv)
+    args = exporter_parser("python -m installer.export_gfpgan", __doc__.split("\n\n")[0], "GFPGANv1.4.pth",
+                           DEFAULT_OPSET).parse_args(argv)
     try:
         architecture()
         model = load_checkpoint(args.checkpoint)
         out = export(model, args.output, args.opset)
-        try:
-            diff = check_parity(model, out)
-        except RedubError:
-            out.unlink(missing_ok=True)
-            raise
+        diff = kept_if_faithful(out, lambda path: check_parity(model, path))
     except CannotRun as exc:
         print(f"export_gfpgan: cannot run: {exc}", file=sys.stderr)
         return 1

@@ -12,7 +12,6 @@ random inputs, or the file is removed and the exit status is 1.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
@@ -26,7 +25,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from engine.errors import RedubError
-from installer.parity import onnx_difference
+from installer.onnx_export import exporter_parser, kept_if_faithful, onnx_difference
 
 INPUT_NAMES = ("source", "target")
 OUTPUT_NAME = "output"
@@ -125,21 +124,12 @@ def check_parity(model, onnx_path: str | os.PathLike, *, tolerance: float = TOLE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m installer.export_wav2lip",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="wav2lip.pth or wav2lip_gan.pth")
-    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET,
-                        help=f"ONNX opset (default {DEFAULT_OPSET})")
-    args = parser.parse_args(argv)
+    args = exporter_parser("python -m installer.export_wav2lip", __doc__.split("\n\n")[0], "wav2lip.pth or wav2lip_gan.pth",
+                           DEFAULT_OPSET).parse_args(argv)
     try:
         model = load_checkpoint(args.checkpoint)
         out = export(model, args.output, args.opset)
-        try:
-            diff = check_parity(model, out)
-        except RedubError:
-            out.unlink(missing_ok=True)
-            raise
+        diff = kept_if_faithful(out, lambda path: check_parity(model, path))
     except RedubError as exc:
         print(f"export_wav2lip: error: {exc}", file=sys.stderr)
         return 1

@@ -1,7 +1,11 @@
-"""The exporters' acceptance test: onnxruntime must give what torch gave on the same inputs."""
+"""What the model exporters share: their command line, and the acceptance test that keeps an
+export only when onnxruntime gives what torch gave on the same inputs."""
 from __future__ import annotations
 
+import argparse
 import os
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -29,3 +33,23 @@ def onnx_difference(onnx_path: str | os.PathLike, inputs: dict[str, np.ndarray],
         raise RedubError(f"parity check failed: onnxruntime differs from torch by {diff:.3g} "
                          f"(tolerance {tolerance:g})", path)
     return diff
+
+
+def exporter_parser(prog: str, description: str, checkpoint_help: str,
+                    default_opset: int) -> argparse.ArgumentParser:
+    """``prog CHECKPOINT -o OUT.onnx [--opset N]``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("checkpoint", help=checkpoint_help)
+    parser.add_argument("-o", "--output", required=True, help="the .onnx file to write")
+    parser.add_argument("--opset", type=int, default=default_opset,
+                        help=f"ONNX opset (default {default_opset})")
+    return parser
+
+
+def kept_if_faithful(onnx_path: Path, check: Callable[[Path], float]) -> float:
+    """``check``'s difference for the written export; a failing export is removed."""
+    try:
+        return check(onnx_path)
+    except RedubError:
+        onnx_path.unlink(missing_ok=True)
+        raise
