@@ -31,7 +31,8 @@ from typing import Sequence
 import numpy as np
 
 from engine.errors import RedubError
-from installer.onnx_export import exporter_parser, kept_if_faithful, onnx_difference
+from installer.onnx_export import (exporter_parser, kept_if_faithful, onnx_difference,
+                                   read_checkpoint)
 
 SIZE = 512
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -67,17 +68,8 @@ def architecture():
 def load_checkpoint(path: str | os.PathLike):
     """GFPGAN v1.4 in eval mode with the checkpoint's ``params_ema`` weights (strict names),
     wrapped to take and give one tensor."""
-    import torch
-
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise RedubError("checkpoint not found", path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or non-tensor pickles
-        first = (str(exc).splitlines() or [""])[0][:160]
-        raise RedubError(f"cannot read the checkpoint ({exc.__class__.__name__}: {first})",
-                         path) from exc
+    checkpoint = read_checkpoint(path)
     key = next((k for k in ("params_ema", "params") if isinstance(checkpoint, dict)
                 and k in checkpoint), None)
     if key is None:

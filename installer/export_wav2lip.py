@@ -25,7 +25,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from engine.errors import RedubError
-from installer.onnx_export import exporter_parser, kept_if_faithful, onnx_difference
+from installer.onnx_export import (exporter_parser, kept_if_faithful, onnx_difference,
+                                   read_checkpoint)
 
 INPUT_NAMES = ("source", "target")
 OUTPUT_NAME = "output"
@@ -37,19 +38,10 @@ PARITY_BATCH = 3  # differs from the export batch, so the free batch dimension i
 
 def load_checkpoint(path: str | os.PathLike):
     """A :class:`Wav2Lip` in eval mode holding the checkpoint's weights (strict names)."""
-    import torch
-
     from installer.wav2lip_arch import Wav2Lip, checkpoint_state
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise RedubError("checkpoint not found", path)
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or non-tensor pickles
-        first = (str(exc).splitlines() or [""])[0][:160]
-        raise RedubError(f"cannot read the checkpoint ({exc.__class__.__name__}: {first})",
-                         path) from exc
+    checkpoint = read_checkpoint(path)
     try:
         state = checkpoint_state(checkpoint)
     except ValueError as exc:

@@ -53,3 +53,19 @@ def kept_if_faithful(onnx_path: Path, check: Callable[[Path], float]) -> float:
     except RedubError:
         onnx_path.unlink(missing_ok=True)
         raise
+
+
+def read_checkpoint(path: str | os.PathLike):
+    """A PyTorch checkpoint's contents, loaded with ``weights_only=True``: tensors and plain
+    containers only, never code from the file."""
+    import torch
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise RedubError("checkpoint not found", path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or non-tensor pickles
+        first = (str(exc).splitlines() or [""])[0][:160]
+        raise RedubError(f"cannot read the checkpoint ({exc.__class__.__name__}: {first})",
+                         path) from exc
