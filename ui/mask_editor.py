@@ -24,7 +24,7 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from ui import theme
-from ui.viewer import Viewer
+from ui.viewer import Viewer, draw_tag
 
 Qt = QtCore.Qt
 
@@ -475,8 +475,8 @@ class MaskEditor(QtWidgets.QWidget):
             kind = self._drag["kind"]
             value = self._dilation if kind == "dilation" else self._feather
             at = self._widget(handles[kind][None])[0]
-            self._label(p, f"{kind.title()} {value:+.3f}" if kind == "dilation"
-                        else f"Feather {value:.3f}", QtCore.QPointF(at[0] + 10, at[1] - 8))
+            draw_tag(p, f"{kind.title()} {value:+.3f}" if kind == "dilation"
+                     else f"Feather {value:.3f}", QtCore.QPointF(at[0] + 10, at[1] - 8))
 
     def _handle(self, p: QtGui.QPainter, at: np.ndarray, shape: str, line: str,
                 fill: str) -> None:
@@ -498,23 +498,7 @@ class MaskEditor(QtWidgets.QWidget):
             else "NO FACE ON THIS FRAME"
         if self._tool != "outline":
             text += f"  ·  {TOOL_LABELS[self._tool].upper()} {self._brush:.0f} px"
-        self._label(p, text, QtCore.QPointF(8, 30))
-
-    def _label(self, p: QtGui.QPainter, text: str, at: QtCore.QPointF) -> None:
-        p.save()
-        font = p.font()
-        font.setPointSizeF(8)
-        font.setBold(True)
-        p.setFont(font)
-        metrics = QtGui.QFontMetricsF(font)
-        box = QtCore.QRectF(at.x(), at.y(), metrics.horizontalAdvance(text) + 12,
-                            metrics.height() + 4)
-        p.setPen(Qt.PenStyle.NoPen)
-        p.setBrush(theme.color("#000000", 150))
-        p.drawRoundedRect(box, 3, 3)
-        p.setPen(theme.color("#ffffff", 220))
-        p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
-        p.restore()
+        draw_tag(p, text, QtCore.QPointF(8, 30))
 
 
 class MaskToolBar(QtWidgets.QToolBar):

@@ -44,6 +44,27 @@ def _finite(points: np.ndarray | None, shape: tuple[int, ...] | None = None) -> 
     return arr if arr.size and np.isfinite(arr).all() else None
 
 
+def draw_tag(p: QtGui.QPainter, text: str, at: QtCore.QPointF,
+             align: Qt.AlignmentFlag = Qt.AlignmentFlag.AlignLeft) -> None:
+    """A small label on a translucent dark plate, legible over any picture; ``at`` is its
+    top-left corner (top-right with ``AlignRight``)."""
+    p.save()
+    font = p.font()
+    font.setPointSizeF(8)
+    font.setBold(True)
+    p.setFont(font)
+    metrics = QtGui.QFontMetricsF(font)
+    w, h = metrics.horizontalAdvance(text) + 12, metrics.height() + 4
+    x = at.x() - w if align == Qt.AlignmentFlag.AlignRight else at.x()
+    box = QtCore.QRectF(x, at.y(), w, h)
+    p.setPen(Qt.PenStyle.NoPen)
+    p.setBrush(theme.color("#000000", 150))
+    p.drawRoundedRect(box, 3, 3)
+    p.setPen(theme.color("#ffffff", 220))
+    p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+    p.restore()
+
+
 class Viewer(QtWidgets.QWidget):
     """Shows a source frame and optionally a result frame, compared in one of four modes."""
 
@@ -342,40 +363,21 @@ class Viewer(QtWidgets.QWidget):
         p.setBrush(theme.color(theme.ACCENT))
         p.drawRoundedRect(QtCore.QRectF(x - 5, mid - 14, 10, 28), 4, 4)
         p.restore()
-        self._tag(p, "SOURCE", QtCore.QPointF(x - 8, top + 8), Qt.AlignmentFlag.AlignRight)
-        self._tag(p, "RESULT", QtCore.QPointF(x + 8, top + 8), Qt.AlignmentFlag.AlignLeft)
+        draw_tag(p, "SOURCE", QtCore.QPointF(x - 8, top + 8), Qt.AlignmentFlag.AlignRight)
+        draw_tag(p, "RESULT", QtCore.QPointF(x + 8, top + 8), Qt.AlignmentFlag.AlignLeft)
 
     def _draw_hud(self, p: QtGui.QPainter, mode: str) -> None:
         if mode == "difference":
-            self._tag(p, f"DIFFERENCE ×{self._gain:g}", QtCore.QPointF(8, 8),
+            draw_tag(p, f"DIFFERENCE ×{self._gain:g}", QtCore.QPointF(8, 8),
                       Qt.AlignmentFlag.AlignLeft)
         elif mode != "split":
             label = "RESULT" if mode == "result" else "SOURCE"
             if self._mode != "source" and "result" not in self._images:
                 label = "SOURCE (no result for this frame)"
-            self._tag(p, label, QtCore.QPointF(8, 8), Qt.AlignmentFlag.AlignLeft)
+            draw_tag(p, label, QtCore.QPointF(8, 8), Qt.AlignmentFlag.AlignLeft)
         zoom = f"{self._scale * self.devicePixelRatioF() * 100:.0f}%"
-        self._tag(p, f"Fit {zoom}" if self._fit else zoom,
+        draw_tag(p, f"Fit {zoom}" if self._fit else zoom,
                   QtCore.QPointF(self.width() - 8, self.height() - 26), Qt.AlignmentFlag.AlignRight)
-
-    def _tag(self, p: QtGui.QPainter, text: str, at: QtCore.QPointF,
-             align: Qt.AlignmentFlag) -> None:
-        """A small label on a translucent dark plate, legible over any picture."""
-        p.save()
-        font = p.font()
-        font.setPointSizeF(8)
-        font.setBold(True)
-        p.setFont(font)
-        metrics = QtGui.QFontMetricsF(font)
-        w, h = metrics.horizontalAdvance(text) + 12, metrics.height() + 4
-        x = at.x() - w if align == Qt.AlignmentFlag.AlignRight else at.x()
-        box = QtCore.QRectF(x, at.y(), w, h)
-        p.setPen(Qt.PenStyle.NoPen)
-        p.setBrush(theme.color("#000000", 150))
-        p.drawRoundedRect(box, 3, 3)
-        p.setPen(theme.color("#ffffff", 220))
-        p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
-        p.restore()
 
     # -- interaction ---------------------------------------------------------------------
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
