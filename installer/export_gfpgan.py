@@ -32,7 +32,7 @@ import numpy as np
 
 from engine.errors import RedubError
 from installer.onnx_export import (exporter_parser, kept_if_faithful, onnx_difference,
-                                   read_checkpoint)
+                                   read_checkpoint, save_single_file)
 
 SIZE = 512
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -110,7 +110,6 @@ def face_only(net):
 
 def export(model, out: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
     """Write ``model`` to ``out`` as one ONNX file (weights inside), atomically."""
-    import onnx
     import torch
 
     out = Path(out)
@@ -126,12 +125,7 @@ def export(model, out: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
             torch.onnx.export(model, (torch.zeros(1, 3, SIZE, SIZE),), raw,
                               input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               opset_version=opset, do_constant_folding=True, **options)
-        # Re-saved through onnx whatever the exporter chose, so the result is a single file.
-        proto = onnx.load(raw, load_external_data=True)
-        onnx.checker.check_model(proto)
-        part = Path(tmp) / "single.onnx"
-        onnx.save(proto, part, save_as_external_data=False)
-        os.replace(part, out)
+        save_single_file(raw, out)
     return out
 
 

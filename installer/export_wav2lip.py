@@ -26,7 +26,7 @@ import numpy as np
 
 from engine.errors import RedubError
 from installer.onnx_export import (exporter_parser, kept_if_faithful, onnx_difference,
-                                   read_checkpoint)
+                                   read_checkpoint, save_single_file)
 
 INPUT_NAMES = ("source", "target")
 OUTPUT_NAME = "output"
@@ -57,7 +57,6 @@ def load_checkpoint(path: str | os.PathLike):
 
 def export(model, out: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
     """Write ``model`` to ``out`` as one ONNX file (weights inside), atomically."""
-    import onnx
     import torch
 
     out = Path(out)
@@ -85,17 +84,7 @@ def export(model, out: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
                 first = (str(exc).strip().splitlines() or [""])[0][:160]
                 raise RedubError(f"torch cannot export at opset {opset} "
                                  f"({exc.__class__.__name__}: {first})", out) from exc
-        # Re-saved through onnx whatever the exporter chose: a side ``.onnx.data`` file (its
-        # default for large models) is folded back in, so the result is a single file.
-        proto = onnx.load(raw, load_external_data=True)
-        written = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
-        if written != opset:  # the new exporter keeps its own opset when it cannot convert
-            raise RedubError(f"torch wrote opset {written} instead of {opset}: choose another "
-                             "--opset", out)
-        onnx.checker.check_model(proto)
-        part = Path(tmp) / "single.onnx"
-        onnx.save(proto, part, save_as_external_data=False)
-        os.replace(part, out)
+        save_single_file(raw, out, opset)
     return out
 
 

@@ -69,3 +69,22 @@ def read_checkpoint(path: str | os.PathLike):
         first = (str(exc).splitlines() or [""])[0][:160]
         raise RedubError(f"cannot read the checkpoint ({exc.__class__.__name__}: {first})",
                          path) from exc
+
+
+def save_single_file(raw: Path, out: Path, opset: int | None = None) -> None:
+    """Re-save the exporter's output ``raw`` as one self-contained, checked ONNX file at
+    ``out`` (atomically). Exporters write weights to a side ``.onnx.data`` file for large
+    models; they are folded back in. With ``opset``, an export in another opset is refused
+    (the new exporter keeps its own opset when it cannot convert)."""
+    import onnx
+
+    proto = onnx.load(raw, load_external_data=True)
+    if opset is not None:
+        written = max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+        if written != opset:
+            raise RedubError(f"torch wrote opset {written} instead of {opset}: choose another "
+                             "--opset", out)
+    onnx.checker.check_model(proto)
+    part = raw.with_name(f"{raw.stem}.single.onnx")
+    onnx.save(proto, part, save_as_external_data=False)
+    os.replace(part, out)
