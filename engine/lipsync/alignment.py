@@ -11,19 +11,15 @@ down to below 0.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import uuid
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from engine.face.analysis import FaceAnalysis
+from engine.face.analysis import FaceAnalysis, cache_file
 from engine.face.pixels import gray, warp
 from engine.media.reader import VideoReader
-from engine.paths import cache_dir
 
 ALIGNED = 0.7  # lowest score of a frame whose landmarks are trusted
 VERSION = 1  # of the scores in the cache
@@ -35,7 +31,7 @@ _X0, _X1, _Y0, _Y1 = 0.05, 0.95, 0.1, 0.8
 def alignment_scores(video: str, analysis: FaceAnalysis) -> np.ndarray:
     """Score (-1..1) of every analysed frame with the face found (NaN elsewhere), from one
     forward decoding pass on the luma plane; cached beside the face analysis."""
-    entry = _cache_entry(video, analysis)
+    entry = cache_file(analysis).with_suffix(f".alignment{VERSION}.npy")
     if entry.exists():
         try:
             scores = np.load(entry)
@@ -76,16 +72,6 @@ def _compute(video: str, analysis: FaceAnalysis) -> np.ndarray:
     typical = np.median(stack, axis=0)
     scores[frames] = [_ncc(p, typical) for p in stack]
     return scores
-
-
-def _cache_entry(video: str, analysis: FaceAnalysis) -> Path:
-    st = os.stat(video)
-    key = json.dumps({"file": [os.path.abspath(video), st.st_size, st.st_mtime_ns],
-                      "range": [analysis.start, analysis.stop], "version": VERSION,
-                      **analysis.config}, sort_keys=True, default=str)
-    folder = cache_dir() / "alignment"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / (hashlib.sha256(key.encode()).hexdigest()[:32] + ".npy")
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
