@@ -45,6 +45,12 @@ _TEMPLATE_OUTLINE = geo.TEMPLATE_68[LOWER_FACE]
 AutoOutline = Callable[[], np.ndarray]  # the frame's automatic outline, face coordinates
 
 
+def keep_fade(distance: int) -> float:
+    """Share of the source kept ``distance`` frames from a frame kept as it is: the new mouth
+    eases back in over KEEP_FADE frames."""
+    return max(0.0, 1.0 - distance / (KEEP_FADE + 1))
+
+
 @dataclass(frozen=True, eq=False)
 class ShapeKey:
     """A layer's shape on one frame."""
@@ -225,8 +231,7 @@ class Corrections:
         """1 inside a keep-original span, easing to 0 over KEEP_FADE frames outside it."""
         weight = 0.0
         for a, b in self.keep:
-            d = max(a - frame, frame - b, 0)
-            weight = max(weight, 1.0 - d / (KEEP_FADE + 1))
+            weight = max(weight, keep_fade(max(a - frame, frame - b, 0)))
         return weight
 
     def at(self, frame: int, auto: AutoOutline | None = None) -> FrameEdits:

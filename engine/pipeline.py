@@ -30,7 +30,7 @@ from engine.lipsync.alignment import ALIGNED, alignment_scores
 from engine.lipsync.backend import Generated, SyncContext, create_generator
 from engine.lipsync.retrieval import even_box
 from engine.mask import MaskSettings, face_scale, frame_mask, landmark_mask, landmark_polygon
-from engine.maskedit import KEEP_FADE, NO_EDITS, Corrections, FrameEdits
+from engine.maskedit import KEEP_FADE, NO_EDITS, Corrections, FrameEdits, keep_fade
 from engine.media.audio import read_audio
 from engine.media.frame import Frame
 from engine.media.probe import probe
@@ -397,7 +397,7 @@ def _ease_out(skipped: np.ndarray) -> np.ndarray:
         near = np.zeros_like(skipped)
         near[d:] |= skipped[:-d]
         near[:-d] |= skipped[d:]
-        weight = np.maximum(weight, near * (1.0 - d / (KEEP_FADE + 1)))
+        weight = np.maximum(weight, near * keep_fade(d))
     return weight
 
 
