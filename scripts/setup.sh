@@ -23,8 +23,21 @@ if ! grep -q '[0-9]' /proc/asound/cards 2>/dev/null && [ ! -e "$HOME/.asoundrc" 
   printf 'pcm.!default { type null }\nctl.!default { type null }\n' > "$HOME/.asoundrc"
 fi
 
+# The locked versions (requirements/SET.txt, hashes checked), then the package itself without
+# touching them. SET: dev (default: the app and its test tools), base, export or gpu.
+SET=${1:-dev}
+LOCK=requirements/$SET.txt
+[ -f "$LOCK" ] || { echo "setup: no lock '$LOCK' (sets: base, dev, export, gpu)" >&2; exit 2; }
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
-echo "ready: .venv/bin/redub --help"
+PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
+# onnxruntime and onnxruntime-gpu ship the same module: only one may be installed.
+if [ "$SET" = gpu ]; then other=onnxruntime; else other=onnxruntime-gpu; fi
+"${PIP[@]}" uninstall -y "$other" >/dev/null 2>&1 || true
+"${PIP[@]}" install --require-hashes --no-deps -r "$LOCK"
+# setuptools' editable build warns on stderr at every install: shown only when it fails.
+log=$(mktemp)
+"${PIP[@]}" install --no-deps --no-build-isolation -e . 2>"$log" || { cat "$log" >&2; rm -f "$log"; exit 1; }
+rm -f "$log"
+"${PIP[@]}" check >/dev/null || { "${PIP[@]}" check >&2; exit 1; }
+echo "ready ($SET set): .venv/bin/redub --help"

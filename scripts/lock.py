@@ -1,0 +1,60 @@
+"""Write the hash-locked requirement sets that ``scripts/setup.sh`` installs.
+
+One lock per set (base, dev, export, gpu), resolved from ``pyproject.toml``'s compatible ranges
+to the newest releases that fit them and ``requirements/constraints.txt``. The ``gpu`` set is
+the base with onnxruntime-gpu in place of onnxruntime (both ship the same module). pip and
+setuptools are locked too: the package is installed without build isolation, so nothing the
+lock does not name is downloaded. Run by ``scripts/refresh-lock.sh``.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "requirements"
+TOOLS = ["pip", "setuptools"]  # the installer and the build backend (see pyproject)
+# Wheels this kind of machine keeps on disk (PyTorch's CPU build); absent elsewhere.
+FIND_LINKS = Path("/opt/wheels")
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0].lower()
+
+
+def sets(project: dict) -> dict[str, list[str]]:
+    base = project["dependencies"]
+    extras = project["optional-dependencies"]
+    gpu = [r for r in base if _name(r) != "onnxruntime"] + extras["gpu"]
+    return {"base": base, "dev": base + extras["dev"], "export": base + extras["export"],
+            "gpu": gpu}
+
+
+def compile_set(name: str, requirements: list[str], uv: str) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / f"{name}.in"
+        source.write_text("\n".join(requirements + TOOLS) + "\n")
+        command = [uv, "pip", "compile", str(source), "-o", str(OUT / f"{name}.txt"),
+                   # For this kind of machine: its Python and platform (glibc) tags.
+                   "--generate-hashes", "--upgrade", "--python-version", "3.11",
+                   "-c", str(OUT / "constraints.txt"),
+                   "--custom-compile-command", "bash scripts/refresh-lock.sh"]
+        if FIND_LINKS.is_dir():
+            command += ["--find-links", str(FIND_LINKS)]
+        subprocess.run(command, check=True)
+
+
+def main() -> int:
+    uv = sys.argv[1] if len(sys.argv) > 1 else "uv"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for name, requirements in sets(project).items():
+        compile_set(name, requirements, uv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
