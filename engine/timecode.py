@@ -1,16 +1,22 @@
 """Parse and format timeline positions: seconds, frame numbers and SMPTE timecode.
 
-Accepted forms (``fps`` is the clip's frame rate):
+Accepted forms, read against the clip's :class:`Clock` (or just its frame rate):
 - ``12.5`` or ``12.5s``: seconds;  ``1500ms``: milliseconds
-- ``300f``: a frame number (frame 0 starts at 0 s)
-- ``00:00:12:05``: timecode HH:MM:SS:FF; ``00:00:12;05`` is drop-frame (29.97/59.94)
+- ``300f``: a frame number (frame 0 starts at 0 s); on a variable-frame-rate clip the frame's
+  own time, so frames mean frames
+- ``00:00:12:05``: timecode HH:MM:SS:FF; ``00:00:12;05`` is drop-frame (29.97/59.94). On a clip
+  with a start timecode this is source timecode, as the editor sees it; a signed timecode
+  (``-00:00:01:00``, ``+00:00:01:00``) is a length, not a position
 - ``01:02.5`` / ``00:01:02.5``: minutes and seconds with a decimal point
 """
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from fractions import Fraction
+
+import numpy as np
 
 from engine.errors import UsageError
 
@@ -50,8 +56,46 @@ def timecode_to_frame(hours: int, minutes: int, seconds: int, frames: int, fps: 
     return total
 
 
-def parse_time(text: str, fps: float | Fraction | None) -> float:
-    """Seconds on the timeline for ``text`` in any accepted form."""
+@dataclass(frozen=True)
+class Clock:
+    """How a clip counts time: its rate, its frames' own start times, its start timecode."""
+
+    fps: float | Fraction | None
+    frame_times: np.ndarray | None = None  # seconds of each frame from the first (VFR: exact)
+    duration: float | None = None  # seconds of the whole clip (where frame numbers end)
+    start_timecode: str | None = None  # the first frame's source timecode, e.g. 01:00:00:00
+
+    @classmethod
+    def of(cls, fps: Clock | float | Fraction | None) -> Clock:
+        return fps if isinstance(fps, Clock) else cls(fps)
+
+    def frame_time(self, n: int, text: str) -> float:
+        """Start of frame ``n``; the clip's end for the frame after the last."""
+        times = self.frame_times
+        if times is None or not len(times):
+            return n / _need_fps(self.fps, text)
+        if 0 <= n < len(times):
+            return float(times[n])
+        end = self.duration if self.duration is not None else float(times[-1])
+        # Past either end: counted at the average rate, so range checks can name the frame.
+        return end + (n - len(times)) / _need_fps(self.fps, text) if n >= 0 else \
+            n / _need_fps(self.fps, text)
+
+    @property
+    def start_frame(self) -> int:
+        """The start timecode as a frame count at the nominal rate (0 without one)."""
+        if not self.start_timecode:
+            return 0
+        return _timecode_frames(_TIMECODE.match(self.start_timecode), _need_fps(self.fps, ""))
+
+
+def parse_time(text: str, clock: Clock | float | Fraction | None) -> float:
+    """Seconds on the timeline for ``text`` in any accepted form.
+
+    ``clock`` is the clip's :class:`Clock`, or only its frame rate where frames are evenly
+    spaced and there is no start timecode.
+    """
+    clock = Clock.of(clock)
     s = text.strip()
     m = _SECONDS.match(s)
     if m:
@@ -59,14 +103,18 @@ def parse_time(text: str, fps: float | Fraction | None) -> float:
         return value / 1000.0 if m.group(2) == "ms" else value
     m = _FRAMES.match(s)
     if m:
-        return int(m.group(1)) / _need_fps(fps, s)
+        return clock.frame_time(int(m.group(1)), s)
     m = _TIMECODE.match(s)
     if m:
-        rate = _need_fps(fps, s)
-        sign = -1.0 if m.group(1) == "-" else 1.0
-        frame = timecode_to_frame(int(m.group(2)), int(m.group(3)), int(m.group(4)),
-                                  int(m.group(6)), rate, drop_frame=m.group(5) == ";")
-        return sign * frame / rate
+        rate = _need_fps(clock.fps, s)
+        frame = _timecode_frames(m, rate)
+        if m.group(1):  # signed: a length
+            return (-1.0 if m.group(1) == "-" else 1.0) * frame / rate
+        start = clock.start_frame
+        if frame < start:
+            raise UsageError(f"timecode {s} lies before the clip's start timecode "
+                             f"{clock.start_timecode}")
+        return (frame - start) / rate
     m = _CLOCK.match(s)
     if m:
         sign = -1.0 if m.group(1) == "-" else 1.0
@@ -80,24 +128,29 @@ def parse_time(text: str, fps: float | Fraction | None) -> float:
                      "or timecode (HH:MM:SS:FF)")
 
 
-def parse_range(text: str, fps: float | Fraction | None) -> tuple[float, float]:
+def parse_range(text: str, clock: Clock | float | Fraction | None) -> tuple[float, float]:
     """``IN-OUT`` (either side in any accepted form) as (start, end) seconds, end > start."""
     parts = text.strip().split("-")
     if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
         raise UsageError(f"bad range '{text}': use IN-OUT, e.g. 2.0-5.5, 50f-120f "
                          "or 00:00:02:00-00:00:05:12")
-    start, end = parse_time(parts[0], fps), parse_time(parts[1], fps)
+    start, end = parse_time(parts[0], clock), parse_time(parts[1], clock)
     if end <= start:
         raise UsageError(f"bad range '{text}': out point must come after in point")
     return start, end
 
 
-def format_timecode(seconds: float, fps: float | Fraction, drop_frame: bool = False) -> str:
-    """SMPTE timecode of the frame that contains ``seconds`` (HH:MM:SS:FF, ';' when drop-frame)."""
+def format_timecode(seconds: float, fps: float | Fraction, drop_frame: bool = False,
+                    start_frame: int = 0) -> str:
+    """SMPTE timecode of the frame that contains ``seconds`` (HH:MM:SS:FF, ';' when drop-frame).
+
+    ``start_frame``: the clip's start timecode as a frame count (:attr:`Clock.start_frame`),
+    for source timecode; 0 for a length or a clip without one.
+    """
     rate = float(fps)
     nominal = _nominal_rate(rate)
     sign = "-" if seconds < 0 else ""
-    frame = int(math.floor(abs(seconds) * rate + 1e-6))
+    frame = int(math.floor(abs(seconds) * rate + 1e-6)) + start_frame
     if drop_frame:
         drop = _drop_frames_per_minute(rate)
         per_10min = nominal * 600 - drop * 9
@@ -112,6 +165,11 @@ def format_timecode(seconds: float, fps: float | Fraction, drop_frame: bool = Fa
     mm, ss = divmod(rest, 60)
     sep = ";" if drop_frame else ":"
     return f"{sign}{hh:02d}:{mm:02d}:{ss:02d}{sep}{ff:02d}"
+
+
+def _timecode_frames(m: re.Match, rate: float) -> int:
+    return timecode_to_frame(int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(6)),
+                             rate, drop_frame=m.group(5) == ";")
 
 
 def _need_fps(fps: float | Fraction | None, text: str) -> float:

@@ -119,3 +119,89 @@ def decode_all(path: Path) -> list[av.VideoFrame]:
     """Every frame by a plain sequential decode: the reference for frame-accurate access."""
     with av.open(str(path)) as c:
         return list(c.decode(video=0))
+
+
+def frame_number(rgb: np.ndarray) -> int:
+    """The frame number :func:`pattern` drew into ``rgb``'s bar code (survives lossy codecs)."""
+    height, width = rgb.shape[:2]
+    bar = max(2, width // 16)
+    rows = rgb[height - max(4, height // 10) + 1 : height - 1]
+    return sum(1 << b for b in range(min(12, width // bar))
+               if rows[:, b * bar + 1 : (b + 1) * bar - 1].mean() > 128)
+
+
+def cut_copy(src: Path, dst: Path, start: float, end: float | None = None) -> Path:
+    """Cut without re-encoding, as ``ffmpeg -ss START [-to END] -i SRC -c copy DST`` does.
+
+    Packets are copied from the keyframe before ``start`` with their timestamps moved so that
+    ``start`` is 0; the MP4/MOV muxer writes an edit list that skips the leading ones, which
+    players (and FFmpeg's demuxer) drop after decoding. NLEs and phones write such lists too.
+    """
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        streams = {s.index: out.add_stream_from_template(s)
+                   for s in inp.streams if s.type in ("video", "audio")}
+        video = inp.streams.video[0]
+        inp.seek(int(start / video.time_base), stream=video, backward=True)
+        for packet in inp.demux([inp.streams[i] for i in streams]):
+            if packet.dts is None:
+                continue
+            tb = packet.stream.time_base
+            if end is not None and (packet.pts if packet.pts is not None else packet.dts) * tb >= end:
+                continue
+            shift = int(round(start / tb))
+            packet.pts = packet.pts - shift if packet.pts is not None else None
+            packet.dts -= shift
+            packet.stream = streams[packet.stream.index]
+            out.mux(packet)
+    return dst
+
+
+def make_avi(path: Path, frames: int = 50, size: tuple[int, int] = (160, 96),
+             audio_rate: int = 44100) -> Path:
+    """MPEG-4 Part 2 video and MP3 sound in AVI, as ``ffmpeg -c:v mpeg4 -c:a libmp3lame``
+    writes it: the video starts a frame late, so the muxer fills the gap with an empty chunk
+    and the header declares more frames than decode."""
+    width, height = size
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        astream = out.add_stream("libmp3lame", rate=audio_rate)
+        astream.layout = "stereo"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(pattern(i, width, height), format="rgb24")
+            frame.pts = i + 1
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+        write_tone(out, astream, (frames + 1) / 25, audio_rate, 2)
+    return path
+
+
+def set_timecode(src: Path, dst: Path, timecode: str) -> Path:
+    """``src`` remuxed with a start timecode (a QuickTime/MP4 'tmcd' track; FFmpeg's -timecode)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        out.metadata["timecode"] = timecode
+        streams = {s.index: out.add_stream_from_template(s)
+                   for s in inp.streams if s.type in ("video", "audio")}
+        for packet in inp.demux([inp.streams[i] for i in streams]):
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    return dst
+
+
+def retime(src: Path, dst: Path, durations_ms: list[int]) -> Path:
+    """``src`` (no B-frames) remuxed with each frame shown for its ``durations_ms`` entry (VFR)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        stream.time_base = Fraction(1, 1000)
+        t = 0
+        for i, packet in enumerate(p for p in inp.demux(video=0) if p.dts is not None):
+            packet.stream = stream
+            packet.time_base = Fraction(1, 1000)
+            packet.pts = packet.dts = t
+            packet.duration = durations_ms[i]
+            t += durations_ms[i]
+            out.mux(packet)
+    return dst

@@ -184,6 +184,18 @@ def test_drop_frame_timecode_at_ntsc_rates(qtbot):
     assert not tl.drop_frame and tl.timecode(61.0) == "00:01:01:00"
 
 
+def test_ruler_shows_the_clip_s_source_timecode(qtbot, tmp_path):
+    from engine.media.probe import probe
+    from tests.media_factory import set_timecode
+
+    clip = set_timecode(make_video(tmp_path / "c.mp4", frames=30), tmp_path / "tc.mov",
+                        "10:00:00:00")
+    info = probe(clip).video[0]
+    tl = make_timeline(qtbot)
+    tl.set_clip(info.duration, info.frame_rate, video_info=info)
+    assert tl.timecode(0.0) == "10:00:00:00" and tl.timecode(1.04) == "10:00:01:01"
+
+
 def test_range_states_draw_as_coloured_bars(qtbot):
     tl = make_timeline(qtbot)
     tl.set_range_states([(1, 3, "rendered"), (3, 4, "stale"), (4, 6, "rendering")])

@@ -500,6 +500,7 @@ class Timeline(QtWidgets.QWidget):
         self._duration = 0.0
         self._fps = 0.0
         self._drop_frame = False
+        self._start_frame = 0  # the clip's start timecode, in frames
         self._times = np.zeros(0)  # frame start times
         self._info: VideoStreamInfo | None = None
         self._thumb_path: str | None = None
@@ -657,8 +658,9 @@ class Timeline(QtWidgets.QWidget):
         self._changed()
 
     def timecode(self, seconds: float) -> str:
-        """``seconds`` as the ruler shows it (the clip's rate, drop-frame when it applies)."""
-        return format_timecode(seconds, self._fps, self._drop_frame)
+        """``seconds`` as the ruler shows it: source timecode at the clip's rate (drop-frame
+        when it applies), from the clip's start timecode where it has one."""
+        return format_timecode(seconds, self._fps, self._drop_frame, self._start_frame)
 
     @property
     def drop_frame(self) -> bool:
@@ -778,6 +780,7 @@ class Timeline(QtWidgets.QWidget):
     def _set_info(self, info: VideoStreamInfo | None) -> None:
         # Without its packet index a stream info is no help (frame times, keyframes).
         self._info = info if info is not None and info.index_data is not None else None
+        self._start_frame = info.clock.start_frame if info is not None else 0
         if self._info is not None:
             self._times = self._info.index_data.times
         else:
@@ -803,7 +806,7 @@ class Timeline(QtWidgets.QWidget):
 
     def _format_offset(self, seconds: float) -> str:
         sign = "+" if seconds >= 0 else "-"
-        return sign + self.timecode(abs(seconds))
+        return sign + format_timecode(abs(seconds), self._fps, self._drop_frame)  # a length
 
     # -- thumbnails ----------------------------------------------------------------------
     def _thumb_height(self) -> int:

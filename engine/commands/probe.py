@@ -37,7 +37,8 @@ def format_table(info: MediaInfo) -> str:
             ("  frames", f"{v.frame_count} ({format_timecode(v.duration, v.frame_rate)})"
              + ("  TRUNCATED: the file declares more" if v.truncated else "")),
             ("  time base", f"{v.time_base}"),
-            ("  start", f"{v.start_time:.6f} s"),
+            ("  start", f"{v.start_time:.6f} s"
+             + (f", timecode {v.start_timecode}" if v.start_timecode else "")),
             ("  pixels", f"{v.pix_fmt}, {v.bit_depth}-bit {v.chroma}"),
             ("  colour", f"primaries {names['primaries']}, transfer {names['transfer']}, "
                          f"matrix {names['matrix']}, range {names['range']}"),

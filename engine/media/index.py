@@ -22,6 +22,9 @@ class FrameIndex:
     key_pts: np.ndarray  # int64, presentation timestamps of keyframes, ascending
     key_dts: np.ndarray  # int64, decode timestamps of the same keyframes (seek targets)
     time_base: Fraction
+    # Packets in the stream that are not frames of its timeline: samples an edit list skips
+    # (cuts made without re-encoding), empty AVI chunks. The container still counts them.
+    skipped: int = 0
 
     @property
     def frame_count(self) -> int:
@@ -75,9 +78,11 @@ def scan_index(container: av.container.InputContainer, stream: av.VideoStream,
     pts_list: list[int] = []
     key_pts: list[int] = []
     key_dts: list[int] = []
+    skipped = 0
     try:
         for packet in container.demux(stream):
             if packet.size == 0 or packet.is_discard:
+                skipped += 1
                 continue
             ts = packet.pts if packet.pts is not None else packet.dts
             if ts is None:
@@ -100,4 +105,5 @@ def scan_index(container: av.container.InputContainer, stream: av.VideoStream,
         # No keyframe flagged before the first frame (some raw streams): the stream start is one.
         kp = np.insert(kp, 0, pts[0])
         kd = np.insert(kd, 0, pts[0])
-    return FrameIndex(pts=pts, key_pts=kp, key_dts=kd, time_base=Fraction(stream.time_base))
+    return FrameIndex(pts=pts, key_pts=kp, key_dts=kd, time_base=Fraction(stream.time_base),
+                      skipped=skipped)

@@ -13,6 +13,7 @@ from engine.errors import RedubError
 from engine.media.container import decode_error, open_input
 from engine.media.frame import UNSPECIFIED, ColorInfo, native_format
 from engine.media.index import FrameIndex, scan_index
+from engine.timecode import Clock
 
 
 # ITU-T H.273 code points, as FFmpeg numbers them.
@@ -50,7 +51,14 @@ class VideoStreamInfo:
     color: ColorInfo
     bit_rate: int | None
     truncated: bool = False  # the file declares more video than it holds
+    start_timecode: str | None = None  # source timecode of the first frame (HH:MM:SS:FF)
     index_data: FrameIndex | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def clock(self) -> Clock:
+        """How positions typed by the user map to this stream's frames."""
+        times = self.index_data.times if self.index_data is not None else None
+        return Clock(self.frame_rate, times, self.duration, self.start_timecode)
 
     @property
     def color_names(self) -> dict[str, str]:
@@ -123,7 +131,8 @@ def _probe_identified(path: str, size: int, mtime_ns: int) -> MediaInfo:
 def _probe(path: str) -> MediaInfo:
     container = open_input(path)
     try:
-        video = [_probe_video(path, s) for s in container.streams.video
+        timecode = _start_timecode(container)
+        video = [_probe_video(path, s, timecode) for s in container.streams.video
                  if not _is_cover_art(s)]
         audio = [_probe_audio(s) for s in container.streams.audio]
         if not video and not audio:
@@ -141,7 +150,16 @@ def _is_cover_art(stream: av.VideoStream) -> bool:
     return bool(stream.disposition & av.stream.Disposition.attached_pic)
 
 
-def _probe_video(path: str, stream: av.VideoStream) -> VideoStreamInfo:
+def _start_timecode(container: av.container.InputContainer) -> str | None:
+    """The source timecode of the first frame: a QuickTime/MP4 'tmcd' track (FFmpeg shows it
+    on the track and the video stream), or the container's tag (MXF, Matroska)."""
+    for stream in [*container.streams.video, *container.streams.data]:
+        if stream.metadata.get("timecode"):
+            return stream.metadata["timecode"]
+    return container.metadata.get("timecode") or None
+
+
+def _probe_video(path: str, stream: av.VideoStream, timecode: str | None) -> VideoStreamInfo:
     cc = stream.codec_context
     if cc is None or cc.codec is None:
         raise RedubError("unsupported video codec (no decoder for this stream's format)", path)
@@ -157,9 +175,15 @@ def _probe_video(path: str, stream: av.VideoStream) -> VideoStreamInfo:
     vfr = _is_variable(index)
     count = index.frame_count
     rate = Fraction(stream.average_rate or 0)
-    if (vfr or not rate) and count > 1:
-        span = Fraction(int(index.pts[-1] - index.pts[0])) * tb
-        rate = (Fraction(count - 1) / span).limit_denominator(1001)
+    if count > 1:
+        # Checked against the frames themselves: the container's average also counts samples
+        # an edit list skips, so a cut from the middle of a clip would report a wrong rate.
+        step = Fraction(int(np.median(np.diff(index.pts)))) * tb
+        if vfr:
+            span = Fraction(int(index.pts[-1] - index.pts[0])) * tb
+            rate = (Fraction(count - 1) / span).limit_denominator(1001)
+        elif not rate or abs(1 / rate - step) > 1.5 * tb:
+            rate = (1 / step).limit_denominator(1001)
     duration = float(index.times[-1] + index.durations[-1])
     return VideoStreamInfo(
         index=stream.index, codec=cc.name, profile=cc.profile,
@@ -171,18 +195,20 @@ def _probe_video(path: str, stream: av.VideoStream) -> VideoStreamInfo:
         start_time=float(index.pts[0] * tb), rotation=rotation,
         sample_aspect_ratio=Fraction(stream.sample_aspect_ratio or 1),
         color=_color(cc, first),
-        bit_rate=cc.bit_rate or None, index_data=index,
-        truncated=_is_truncated(stream, count, duration, float(index.durations[-1])))
+        bit_rate=cc.bit_rate or None, index_data=index, start_timecode=timecode,
+        truncated=_is_truncated(stream, index, duration))
 
 
-def _is_truncated(stream: av.VideoStream, count: int, duration: float, last: float) -> bool:
-    """Whether the container promises frames the file no longer holds (a cut-off copy)."""
-    if stream.frames and stream.frames > count:
-        return True
+def _is_truncated(stream: av.VideoStream, index: FrameIndex, duration: float) -> bool:
+    """Whether the container promises video the file no longer holds (a cut-off copy).
+
+    Judged by time where the stream declares its duration: sample counts include samples an
+    edit list skips and empty AVI chunks (a repeated frame), which valid files have.
+    """
     if stream.duration and stream.time_base:
         declared = float(stream.duration * stream.time_base)
-        return declared - duration > 2 * last + 1e-3
-    return False
+        return declared - duration > 2 * float(index.durations[-1]) + 1e-3
+    return bool(stream.frames) and stream.frames > index.frame_count + index.skipped
 
 
 def _color(cc: av.VideoCodecContext, frame: av.VideoFrame) -> ColorInfo:
