@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
 from engine.errors import RedubError, UsageError
+from engine.media.codecs import check_quality
 from engine.media.frame import Frame
 from engine.media.mix import DubMix
 from engine.media.probe import probe
@@ -25,6 +26,10 @@ class ExportSettings:
     codec: str = "h264"
     quality: dict[str, str] = field(default_factory=dict)  # encoder options: crf, preset, ...
     audio_mode: str = "ranges"  # "ranges": dub only inside the ranges; "all": dub everywhere
+
+    def __post_init__(self) -> None:
+        # Refused when built (CLI options, the project's export preferences), before any work.
+        check_quality(self.codec, self.quality)
 
 
 @dataclass
@@ -43,12 +48,14 @@ def render(video: str | os.PathLike, settings: ExportSettings, *, dub: str | os.
            dub_offset: float = 0.0, ranges: Sequence[tuple[float, float]] = (),
            edit: FrameEdit | None = None, on_frame: Callable[[Frame], None] | None = None,
            workers: int = 2, progress: ProgressFn = no_progress,
-           cancel: CancelToken | None = None) -> RenderResult:
+           cancel: CancelToken | None = None, dub_note: bool = True) -> RenderResult:
     """Write ``video`` to ``settings.output`` with ``dub`` laid in at ``dub_offset`` seconds.
 
     ``edit`` (if given) transforms each frame before encoding, on ``workers`` threads (it must
     be thread-safe); without it frames pass through. ``on_frame`` sees every output frame, in
     order. With ``ranges`` empty and mode "ranges", the dub plays over the whole clip.
+    ``dub_note=False`` leaves the note on a dub that ends early to the caller (the lip-sync job
+    words one that also says what the mouth does).
     """
     video = os.fspath(video)
     sources = [video] + ([os.fspath(dub)] if dub is not None else [])
@@ -71,7 +78,7 @@ def render(video: str | os.PathLike, settings: ExportSettings, *, dub: str | os.
                          source_offset=(src_audio.start_time - info.start_time) if src_audio else 0.0,
                          source_stream=src_audio.index if src_audio else None,
                          dub=dub, dub_offset=dub_offset, ranges=list(ranges) or None, mode=mode)
-        if dub is not None:
+        if dub is not None and dub_note:
             dub_end = dub_offset + _audio_duration(dub)
             if dub_end < (max(e for _, e in ranges) if ranges else info.duration) - 0.05:
                 notes.append(f"the dub ends at {dub_end:.2f} s, before the edited span: "

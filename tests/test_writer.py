@@ -186,3 +186,86 @@ def test_dnxhr_keeps_bt601_tags(tmp_path):
     out = _export(src, tmp_path / "o.mov", "dnxhr")
     assert probe(out).video[0].color == probe(src).video[0].color
     assert probe(out).video[0].color.matrix == 6
+
+
+@pytest.mark.parametrize("refusal", [
+    PermissionError(1, "Operation not permitted"),  # chattr +i, or open in a player on Windows
+    OSError(16, "Device or resource busy"),
+])
+def test_refused_rename_removes_the_temp_file_and_keeps_the_target(tmp_path, monkeypatch,
+                                                                   refusal):
+    src = make_video(tmp_path / "s.mp4", frames=6)
+    out = tmp_path / "keep.mp4"
+    out.write_bytes(b"previous export")
+    before = set(os.listdir(tmp_path))
+
+    def refuse(a, b):
+        raise refusal
+
+    with VideoReader(src) as r:
+        with pytest.raises(RedubError) as caught:
+            with VideoWriter(out, r.info, sources=[src]) as w:
+                for f in r.frames():
+                    w.write(f)
+                monkeypatch.setattr(os, "replace", refuse)
+    message = str(caught.value)
+    assert message == (f"{out}: cannot put the finished file in place ({refusal.strerror}): "
+                       "is it read-only or open in another program? Nothing was saved")
+    assert "\n" not in message
+    assert out.read_bytes() == b"previous export"
+    assert set(os.listdir(tmp_path)) == before
+
+
+@pytest.mark.parametrize("stage", ["flush", "rename"])
+def test_interrupt_while_closing_leaves_nothing(tmp_path, monkeypatch, stage):
+    class Interrupted:
+        """The real output container, until Ctrl+C arrives while the encoder is flushed."""
+
+        def __init__(self, real):
+            self.real, self.armed = real, False
+
+        def mux(self, packet):
+            if self.armed:
+                raise KeyboardInterrupt
+            self.real.mux(packet)
+
+        def close(self):
+            self.real.close()
+
+    def interrupt(a, b):
+        raise KeyboardInterrupt
+
+    src = make_video(tmp_path / "s.mp4", frames=60)  # past x264's look-ahead: a file exists
+    before = set(os.listdir(tmp_path))
+    with VideoReader(src) as r:
+        with pytest.raises(KeyboardInterrupt):
+            with VideoWriter(tmp_path / "o.mp4", r.info, sources=[src]) as w:
+                w._container = Interrupted(w._container)
+                for f in r.frames():
+                    w.write(f)
+                assert any(".part" in name for name in os.listdir(tmp_path))
+                if stage == "flush":
+                    w._container.armed = True  # x264 still holds frames: close() muxes them
+                else:
+                    monkeypatch.setattr(os, "replace", interrupt)
+    assert set(os.listdir(tmp_path)) == before
+
+
+def test_immutable_target_is_kept_and_nothing_is_left(tmp_path):
+    import shutil
+    import subprocess
+
+    src = make_video(tmp_path / "s.mp4", frames=6)
+    out = tmp_path / "locked.mp4"
+    out.write_bytes(b"previous export")
+    if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(out)],
+                                                    capture_output=True).returncode != 0:
+        pytest.skip("chattr +i needs root and an ext4-like file system")
+    try:
+        before = set(os.listdir(tmp_path))
+        with pytest.raises(RedubError, match="cannot put the finished file in place"):
+            _export(src, out, "h264")
+        assert set(os.listdir(tmp_path)) == before
+        assert out.read_bytes() == b"previous export"
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], check=True)

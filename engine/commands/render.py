@@ -42,23 +42,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def export_settings(args: argparse.Namespace) -> ExportSettings:
+    """The export settings from the options; bad encoder settings are refused here, so call it
+    before any work."""
     quality = {k: v for k, v in (("crf", args.crf), ("preset", args.preset)) if v is not None}
     return ExportSettings(output=args.output, codec=args.codec, quality=quality,
                           audio_mode=args.audio_mode)
 
 
 def timeline(args: argparse.Namespace) -> tuple[float, list[tuple[float, float]]]:
-    """The dub offset and the ranges in seconds, frames and timecode read at the video's rate."""
+    """The dub offset and the ranges in seconds, frames (the clip's own) and source timecode."""
     info = probe(args.video)
     if not info.video:
         raise RedubError("has no video stream (audio only?)", args.video)
-    fps = info.video[0].frame_rate
-    return parse_time(args.offset, fps), [parse_range(r, fps) for r in args.range]
+    clock = info.video[0].clock
+    return parse_time(args.offset, clock), [parse_range(r, clock) for r in args.range]
 
 
 def run(args: argparse.Namespace) -> int:
+    export = export_settings(args)
     offset, ranges = timeline(args)
-    return run_export(lambda bar: render(args.video, export_settings(args), dub=args.audio,
+    return run_export(lambda bar: render(args.video, export, dub=args.audio,
                                          dub_offset=offset, ranges=ranges, progress=bar))
 
 

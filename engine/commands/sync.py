@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from engine.commands.analyze import check_target
 from engine.commands.render import (add_export_arguments, add_timeline_arguments,
                                     export_settings, run_export, timeline)
 from engine.face.analysis import Target
@@ -44,19 +45,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    export = export_settings(args)
     offset, ranges = timeline(args)
-    fps = probe(args.video).video[0].frame_rate
+    stream = probe(args.video).video[0]
+    clock = stream.clock
     settings = SyncSettings(
         backend=args.backend, stabilizer=args.stabilizer, restorer=args.restore,
         restore_strength=args.restore_strength, restore_fidelity=args.restore_fidelity,
-        train_range=parse_range(args.train_range, fps) if args.train_range else None,
+        train_range=parse_range(args.train_range, clock) if args.train_range else None,
         openness_gain=args.openness, audio_offset_ms=args.audio_offset_ms,
-        target=Target.parse(args.target, float(fps)) if args.target else None)
+        target=(check_target(Target.parse(args.target, clock), stream, args.video)
+                if args.target else None))
     def job(bar):
         # Models come on first use, before any decoding (offline: a clear message instead).
         ensure_models(required_models(settings), progress=lambda model_id: lambda done, total: bar(
             model_id, done // 1000, total // 1000), offline=args.offline or None)
-        return sync(args.video, args.audio, export_settings(args), dub_offset=offset,
+        return sync(args.video, args.audio, export, dub_offset=offset,
                     ranges=ranges, settings=settings, progress=bar)
 
     return run_export(job)

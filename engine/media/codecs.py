@@ -5,11 +5,18 @@ codec allows them, so 10-bit footage stays 10-bit and 4:2:2 stays 4:2:2.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import av
 
 from engine.errors import UsageError
+
+# x264's and x265's speed presets, fastest first, and their constant-quality scale.
+X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                "slower", "veryslow", "placebo")
+CRF_RANGE = (0, 51)
 
 
 @dataclass(frozen=True)
@@ -28,11 +35,34 @@ class CodecPreset:
     extensions: tuple[str, ...]  # allowed containers; the first is the default
     quality: dict[str, str] = field(default_factory=dict)  # default options (crf, preset, ...)
 
+    def check_quality(self, quality: Mapping[str, str] | None) -> dict[str, str]:
+        """``quality`` as a dict once its crf and preset suit this codec; else a UsageError
+        naming what is allowed (checked before any work, so the encoder never sees them)."""
+        options = dict(quality or {})
+        for key in ("crf", "preset"):
+            # A codec takes crf/preset exactly when it has a default for them.
+            if key in options and key not in self.quality:
+                takers = " and ".join(p.name for p in PRESETS.values() if key in p.quality)
+                raise UsageError(f"the {self.name} codec has no {key} setting "
+                                 f"(only {takers} have one)")
+        if "crf" in options:
+            try:
+                crf = float(options["crf"])
+            except ValueError:
+                crf = math.nan
+            if not CRF_RANGE[0] <= crf <= CRF_RANGE[1]:
+                raise UsageError(f"crf '{options['crf']}' is not valid for {self.name}: use a "
+                                 f"number from {CRF_RANGE[0]} to {CRF_RANGE[1]} (lower is better)")
+        if "preset" in options and options["preset"] not in X26X_PRESETS:
+            raise UsageError(f"unknown {self.name} preset '{options['preset']}': use one of "
+                             f"{', '.join(X26X_PRESETS)}")
+        return options
+
     def settings(self, pix_fmt: str, width: int, height: int,
                  quality: dict[str, str] | None = None) -> EncodeSettings:
         """Encoder settings for a source in ``pix_fmt`` of the given (stored) size."""
         depth, chroma = _depth(pix_fmt), _chroma(pix_fmt)
-        options = {**self.quality, **(quality or {})}
+        options = {**self.quality, **self.check_quality(quality)}
         note = ""
         encoder = self.encoder
         if self.name in ("h264", "h265"):
@@ -101,6 +131,11 @@ def get_preset(name: str) -> CodecPreset:
         return PRESETS[name.lower()]
     except KeyError:
         raise UsageError(f"unknown codec '{name}': choose one of {', '.join(PRESETS)}") from None
+
+
+def check_quality(codec: str, quality: Mapping[str, str] | None) -> dict[str, str]:
+    """The export's encoder options, checked against ``codec`` (``CodecPreset.check_quality``)."""
+    return get_preset(codec).check_quality(quality)
 
 
 def audio_codec_for(extension: str, source_sample_format: str | None) -> str:

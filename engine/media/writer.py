@@ -79,6 +79,10 @@ class VideoWriter:
         self._closed = False
         try:
             self._container = av.open(self.temp_path, mode="w")
+            if like.start_timecode:
+                # FFmpeg writes it as a timecode track (mov/mp4) or tag (mxf, mkv), so the
+                # export conforms back onto the editor's timeline at the source's timecode.
+                self._container.metadata["timecode"] = like.start_timecode
             self._video = self._add_video_stream(preset.name)
             self._astream = (self._add_audio_stream(audio_codec_for(ext, audio_sample_format))
                              if audio is not None else None)
@@ -183,6 +187,7 @@ class VideoWriter:
         """Flush, finish the audio to the video's end, and move the file into place."""
         if self._closed:
             return
+        renaming = False
         try:
             for packet in self._video.encode(None):
                 self._container.mux(packet)
@@ -194,11 +199,20 @@ class VideoWriter:
                 for packet in self._astream.encode(None):
                     self._container.mux(packet)
             self._container.close()
-            self._closed = True
+            renaming = True
             os.replace(self.temp_path, self.path)
-        except (av.FFmpegError, OSError) as exc:
+        except BaseException as exc:
+            # Whatever stopped it (encoder, refused rename, Ctrl+C, SIGTERM), the temporary
+            # file goes, finished or not, and the target stays as it was.
             self.abort()
-            raise _write_error(exc, self.path) from exc
+            if renaming and isinstance(exc, OSError):
+                raise RedubError(f"cannot put the finished file in place ({exc.strerror or exc}"
+                                 "): is it read-only or open in another program? Nothing was "
+                                 "saved", self.path) from exc
+            if isinstance(exc, (av.FFmpegError, OSError)):
+                raise _write_error(exc, self.path) from exc
+            raise
+        self._closed = True
 
     def abort(self) -> None:
         """Stop and delete the partial output; the target path is left as it was."""
@@ -214,8 +228,8 @@ class VideoWriter:
     def _discard(self) -> None:
         try:
             os.remove(self.temp_path)
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # already gone, or not removable: the error that brought us here is the news
 
     def __enter__(self) -> VideoWriter:
         return self
