@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -49,6 +50,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RedubError as exc:
         print(f"redub {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (`redub probe FILE | head`); stdout goes to /dev/null so the
+        # interpreter's final flush does not fail again with a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE
     except Terminated:
         print(f"redub {args.command}: terminated", file=sys.stderr)
         return 143  # 128 + SIGTERM, as a shell reports it

@@ -235,3 +235,17 @@ def test_analyze_refused_move_keeps_the_previous_outputs(tmp_path, capsys, monke
         f"redub analyze: error: {drawn}: cannot put the finished file in place (Permission "
         "denied): is it read-only or open in another program? Nothing was saved")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_output_cut_short_by_the_reader_is_quiet(tmp_path):
+    """``redub probe FILE | head -1``: no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    clip = make_video(tmp_path / "c.mp4", frames=5)
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "probe", str(clip)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the table is printed
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err
