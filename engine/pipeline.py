@@ -22,6 +22,7 @@ import numpy as np
 
 from engine.audio import AudioFeatures, features_from_samples
 from engine.audio.mel import SAMPLE_RATE
+from engine.audio.vad import SOUND_DBFS
 from engine.blend import match_mean, pyramid_blend
 from engine.errors import RedubError, UsageError
 from engine.face import geometry as geo
@@ -92,6 +93,8 @@ class SyncSession:
                  corrections: Corrections, notes: list[str]) -> None:
         self.video, self.dub, self.dub_offset = video, dub, dub_offset
         self.ranges, self.settings, self.notes = ranges, settings, notes
+        self.dub_note: str | None = None  # the one note on the dub's length, if any (in notes)
+        self.duration = 0.0  # the clip's, in seconds (prepare_sync sets it)
         self.corrections = corrections
         self.analysis: FaceAnalysis | None = None  # None: no face, the picture passes through
         self.edit: np.ndarray | None = None  # bool per analysed frame: re-sync it
@@ -165,7 +168,7 @@ class SyncSession:
     def _replan(self) -> np.ndarray:
         """Re-plan the generator for the current curves; the frames whose plan changed."""
         before = getattr(self._generator, "plan", None)
-        self._generator.prepare(self._context(self._inputs, self.notes.append))
+        self._generator.prepare(self._context(self._inputs, self._note))
         after = getattr(self._generator, "plan", None)
         frames = self.edited_frames()
         if before is not None and after is not None:
@@ -187,6 +190,10 @@ class SyncSession:
                            edit=self.edit, train=inputs.train, fps=a.fps,
                            openness_gain=curves.openness_gain.values(indices, s.openness_gain),
                            dub_times=dub_times, stabilizer=s.stabilizer, warn=warn)
+
+    def _note(self, note: str) -> None:
+        if note not in self.notes:  # a re-plan says again what the first plan said
+            self.notes.append(note)
 
     def close(self) -> None:
         if self._generator is not None:
@@ -226,7 +233,7 @@ def prepare_sync(video: str | os.PathLike, dub: str | os.PathLike, *, dub_offset
     edit_ranges = list(ranges) or [(0.0, duration)]
     session = SyncSession(video, dub, dub_offset, edit_ranges, settings,
                           corrections.copy() if corrections else Corrections(), [])
-    session._restorer = restorer
+    session._restorer, session.duration = restorer, duration
     notes = session.notes
     # The analysis covers the edits and the footage to learn from (the whole clip by default).
     learn = settings.train_range or (0.0, duration)
@@ -261,10 +268,24 @@ def prepare_sync(video: str | os.PathLike, dub: str | os.PathLike, *, dub_offset
                           read_audio(dub, rate=SAMPLE_RATE, channels=1).samples, train)
     session._inputs = inputs
     generator = create_generator(settings.backend)
-    ctx = session._context(inputs, notes.append)
-    _note_dub_length(len(inputs.dub_samples) / SAMPLE_RATE + dub_offset, edit_ranges, notes)
-    if not ctx.dub_audio.vad[edit].any():
-        notes.append("the dub is silent in the edited ranges: the mouth stays closed")
+    dub_seconds = len(inputs.dub_samples) / SAMPLE_RATE
+    session.dub_note = _dub_length_note(dub_offset, dub_offset + dub_seconds, edit_ranges,
+                                        duration)
+    if session.dub_note:
+        notes.append(session.dub_note)
+    ctx = session._context(inputs, session._note)
+    # Edited frames the dub plays over (the length note speaks for the others).
+    heard = edit & (ctx.dub_times >= 0.0) & (ctx.dub_times < dub_seconds)
+    if heard.any() and not ctx.dub_audio.vad[heard].any():
+        if np.median(ctx.dub_audio.level_db[heard]) > SOUND_DBFS:
+            notes.append("the dub holds sound but no speech in the edited ranges (music or "
+                         "noise?): the mouth stays closed")
+            # The neural generators would mouth along to it: they hear silence instead.
+            inputs = replace(inputs, dub_samples=np.zeros_like(inputs.dub_samples))
+            session._inputs = inputs
+            ctx = session._context(inputs, session._note)
+        else:
+            notes.append("the dub is silent in the edited ranges: the mouth stays closed")
     progress("audio", 2, 2)
     try:
         progress("plan", 0, 1)
@@ -299,6 +320,7 @@ def sync(video: str | os.PathLike, dub: str | os.PathLike, export: ExportSetting
                                          settings=group_settings, corrections=corrections,
                                          progress=progress, cancel=cancel))
         active = [x for x in sessions if x.edited_frames().size]
+        all_ranges = [r for x in sessions for r in x.ranges]
 
         def edit(frame: Frame) -> Frame:
             for session in active:
@@ -306,14 +328,20 @@ def sync(video: str | os.PathLike, dub: str | os.PathLike, export: ExportSetting
                     return session.render_frame(frame)
             return frame
 
-        result = render(video, export, dub=dub, dub_offset=dub_offset,
-                        ranges=[r for x in sessions for r in x.ranges],
+        # With mouths to re-sync, the note on the dub's length is this job's (render's would
+        # speak of the sound alone); one note over all ranges, whatever their settings.
+        result = render(video, export, dub=dub, dub_offset=dub_offset, ranges=all_ranges,
                         edit=edit if active else None, on_frame=preview, progress=progress,
-                        cancel=cancel)
+                        cancel=cancel, dub_note=not active)
+        notes = [n for x in sessions for n in x.notes if n != x.dub_note]
+        if active:
+            dub_end = dub_offset + len(active[0]._inputs.dub_samples) / SAMPLE_RATE
+            notes.append(_dub_length_note(dub_offset, dub_end, all_ranges, active[0].duration,
+                                          export.audio_mode if ranges else "all"))
     finally:
         for session in sessions:
             session.close()
-    result.notes[:0] = list(dict.fromkeys(n for x in sessions for n in x.notes))
+    result.notes[:0] = list(dict.fromkeys(n for n in notes if n))
     return result
 
 
@@ -417,12 +445,27 @@ def _source_features(video: str, times: np.ndarray, info):
     return features_from_samples(samples, times)
 
 
-def _note_dub_length(dub_end: float, ranges: list[tuple[float, float]],
-                     notes: list[str]) -> None:
-    last = max(end for _, end in ranges)
-    if dub_end > last + 0.05:
-        notes.append(f"the dub runs {dub_end - last:.2f} s past the edited range: "
-                     "cut at the range end")
-    elif dub_end < last - 0.05:
-        notes.append(f"the dub ends {last - dub_end:.2f} s before the edited range does: "
-                     "resting mouth after it")
+def _dub_length_note(dub_start: float, dub_end: float, ranges: list[tuple[float, float]],
+                     duration: float, audio_mode: str = "ranges") -> str | None:
+    """The one note on where the dub [start, end) leaves the edited span (inside the clip's
+    ``duration``) without sound, or runs past it (None: it covers the span): what the sound
+    and the mouth do there."""
+    first = max(min(start for start, _ in ranges), 0.0)
+    last = min(max(end for _, end in ranges), duration)
+    span = "the edited range" if len(ranges) == 1 else "the edited ranges"
+    does = "does" if len(ranges) == 1 else "do"
+    if dub_end <= first + 0.05 or dub_start >= last - 0.05:
+        return (f"the dub ({max(dub_start, 0.0):.2f}-{dub_end:.2f} s) misses {span} "
+                f"({first:.2f}-{last:.2f} s): silence there, the mouth stays closed")
+    parts = []
+    if dub_start > first + 0.05:
+        parts.append(f"starts {dub_start - first:.2f} s after {span} {does} (silence and a "
+                     "resting mouth before it)")
+    if dub_end < last - 0.05:
+        parts.append(f"ends {last - dub_end:.2f} s before {span} {does} (silence and a "
+                     "resting mouth after it)")
+    elif dub_end > last + 0.05:
+        after = ("cut at the range end" if audio_mode == "ranges"
+                 else "it plays on there, over the source's own mouth")
+        parts.append(f"runs {dub_end - last:.2f} s past {span} ({after})")
+    return "the dub " + " and ".join(parts) if parts else None

@@ -102,7 +102,8 @@ def test_cancel_leaves_no_output(tmp_path, clip, dub):
 def test_silent_dub_keeps_the_mouth_closed(tmp_path, clip):
     silent = _wav(tmp_path / "silent.wav", 8.0, speech=False)
     result = _run(clip, silent, tmp_path / "s.mkv")
-    assert any("silent" in n for n in result.notes)
+    assert "the dub is silent in the edited ranges: the mouth stays closed" in result.notes
+    assert not any("holds sound" in n for n in result.notes)
     codes = np.array([[0.05, 1.0], [0.3, -1.0], [0.2, 0.5]])
     model = MotionModel.fit(np.random.default_rng(0).normal(size=(60, 21)),
                             np.repeat(codes, 20, axis=0))
@@ -114,10 +115,12 @@ def test_silent_dub_keeps_the_mouth_closed(tmp_path, clip):
 def test_dub_shorter_and_longer_than_the_range(tmp_path, clip):
     short = _wav(tmp_path / "short.wav", 4.8)  # ends 0.8 s into the 4-6 s range
     notes = _run(clip, short, tmp_path / "short.mkv").notes
-    assert any("resting mouth after it" in n for n in notes)
+    assert [n for n in notes if "dub" in n] == [
+        "the dub ends 1.20 s before the edited range does (silence and a resting mouth after it)"]
     long = _wav(tmp_path / "long.wav", 8.0)
     notes = _run(clip, long, tmp_path / "long.mkv").notes
-    assert any("cut at the range end" in n for n in notes)
+    assert [n for n in notes if "dub" in n] == [
+        "the dub runs 2.00 s past the edited range (cut at the range end)"]
 
 
 def test_short_footage_falls_back_to_the_generic_mapping(tmp_path, clip, dub):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from engine.audio import detect_voice, features_from_samples, per_frame
+from engine.audio.vad import SOUND_DBFS
 from engine.media.audio import read_audio
 from tests.conftest import shared_clip
 
@@ -40,6 +41,15 @@ def bursts(level_dbfs: float, *, seed: int = 0, noise_dbfs: float | None = None)
 def tone(level_dbfs: float, seconds: float = TOTAL, hz: float = 440.0) -> np.ndarray:
     t = np.arange(int(seconds * SR)) / SR
     return (np.sqrt(2) * 10 ** (level_dbfs / 20) * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def chords(seconds: float = TOTAL, level_dbfs: float = -20.0) -> np.ndarray:
+    """Music as steady as an organ: a four-chord progression, a chord a second."""
+    n = int(seconds * SR)
+    roots = np.array([220.0, 174.6, 261.6, 196.0])[(np.arange(n) // SR) % 4]
+    phase = 2 * np.pi * np.cumsum(roots) / SR  # continuous across chord changes: no clicks
+    y = sum(np.sin(ratio * phase) for ratio in (1.0, 1.26, 1.5, 2.0))
+    return (y * 10 ** (level_dbfs / 20) / np.sqrt(np.mean(y**2))).astype(np.float32)
 
 
 def frame_times(seconds: float = TOTAL, fps: float = FPS) -> np.ndarray:
@@ -93,6 +103,21 @@ def test_speech_over_a_steady_tone() -> None:
     times = frame_times()
     assert_spans(vad_frames(bursts(-10.0) + tone(-40.0), times), times)
     assert not vad_frames(tone(-40.0), times).any()
+
+
+def test_steady_sound_is_loud_but_not_speech() -> None:
+    """White noise, a tone and held chords: no speech, yet a level that is not silence's."""
+    times = frame_times()
+    rng = np.random.default_rng(4)
+    noise = (0.1 * rng.standard_normal(int(TOTAL * SR))).astype(np.float32)  # -20 dBFS
+    for sound in (noise, tone(-20.0), chords()):
+        frames = per_frame(detect_voice(sound), times)
+        assert not frames.speech.any()
+        assert frames.level_db.min() > SOUND_DBFS + 20
+    silence = per_frame(detect_voice(np.zeros(3 * SR, np.float32)), times)
+    assert silence.level_db.max() <= -99.0  # time past the track's end reads as silence too
+    assert np.all(per_frame(detect_voice(noise[: 3 * SR]), times).level_db[times >= 3.04]
+                  <= -99.0)
 
 
 def test_quiet_tone_bursts_are_activity() -> None:

@@ -23,6 +23,7 @@ class AudioFeatures:
     vad: np.ndarray  # bool (N,): speech during the frame
     speech_prob: np.ndarray  # float32 (N,) 0..1
     envelope: np.ndarray  # float32 (N,) 0..1: loudness, for mouth openness
+    level_db: np.ndarray  # float32 (N,): speech-band level, dBFS (vad.SOUND_DBFS: sound or not)
     duration: float  # seconds of audio in the track
 
 
@@ -42,6 +43,7 @@ def features_from_samples(
         vad=frames.speech,
         speech_prob=frames.prob,
         envelope=frames.envelope,
+        level_db=frames.level_db,
         duration=len(x) / SAMPLE_RATE,
     )
 

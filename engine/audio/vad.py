@@ -19,6 +19,11 @@ Method (energy based, level independent):
    and pauses shorter than ``MIN_SILENCE_S`` bridged (the mouth should not snap shut between
    words).
 
+Energy alone cannot tell speech from every other sound: steady sound (hiss, hum, white noise,
+held chords) becomes floor and is never speech, and its ``level_db`` (above ``SOUND_DBFS``)
+tells it from silence; sound that starts and stops like syllables (struck chords, drums) does
+read as speech.
+
 The probability is a logistic of the level against the midpoint of the two thresholds; the
 envelope is the level mapped to 0 (at the closing threshold) .. 1 (at the nearby speech peak),
 for correlating with mouth openness.
@@ -51,6 +56,9 @@ ABSOLUTE_GATE_DBFS = -80.0
 PROB_SLOPE_DB = 1.5
 MIN_SILENCE_S = 0.2
 MIN_SPEECH_S = 0.1
+# Louder than this (band RMS), a track without speech holds sound (music, noise), not silence
+# or room tone.
+SOUND_DBFS = -50.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,7 @@ class FrameActivity:
     speech: np.ndarray  # bool
     prob: np.ndarray  # float32 0..1
     envelope: np.ndarray  # float32 0..1
+    level_db: np.ndarray  # float32: mean band level, dBFS (above SOUND_DBFS: sound, not silence)
 
 
 def _band_power(samples: np.ndarray) -> np.ndarray:
@@ -174,7 +183,8 @@ def per_frame(
     starts = window_starts(times, offset_ms)
     n = len(starts)
     if n == 0:
-        return FrameActivity(np.zeros(0, bool), np.zeros(0, np.float32), np.zeros(0, np.float32))
+        empty = np.zeros(0, np.float32)
+        return FrameActivity(np.zeros(0, bool), empty, empty, empty)
     last_span = starts[-1] - starts[-2] if n > 1 else 1
     ends = np.maximum(np.append(starts[1:], starts[-1] + last_span), starts + 1)
     steps = len(activity.speech)
@@ -188,4 +198,6 @@ def per_frame(
         speech=mean(activity.speech) >= 0.5,
         prob=mean(activity.prob).astype(np.float32),
         envelope=mean(activity.envelope).astype(np.float32),
+        # Shifted so that time outside the track reads as silence here too.
+        level_db=(mean(activity.level_db - SILENT_DBFS) + SILENT_DBFS).astype(np.float32),
     )

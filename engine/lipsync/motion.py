@@ -23,6 +23,10 @@ from engine.audio import AudioFeatures
 BANDS = (0, 20, 40, 60, 80)  # mel band groups: low, low-mid, high-mid, high
 LAGS = (-2, -1, 0, 1, 2)  # video frames of context
 MIN_TRAIN_SECONDS = 2.0
+# Of the clip's own speech in the training footage. Without it (a silent take, B-roll, stripped
+# audio, room tone) there is nothing to learn: on silence's constant features the fit scaled the
+# dub's by 1e6 and slammed the mouth between shut and wide open.
+MIN_SPEECH_SECONDS = 1.0
 ENVELOPE_STEPS = 12  # mel steps (12.5 ms each) the loudness envelope averages over
 ENVELOPE_LAG = 2  # mel steps: the envelope is read slightly after the frame, as lips lead sound
 

@@ -14,8 +14,8 @@ import numpy as np
 from engine.errors import RedubError
 from engine.face.analysis import Flag
 from engine.lipsync.backend import Generated, SyncContext
-from engine.lipsync.motion import (MIN_TRAIN_SECONDS, MotionModel, MotionSettings,
-                                   audio_features)
+from engine.lipsync.motion import (MIN_SPEECH_SECONDS, MIN_TRAIN_SECONDS, MotionModel,
+                                   MotionSettings, audio_features)
 from engine.lipsync.select import SelectSettings, select_frames
 from engine.lipsync.shape import ShapeSpace, canonical, eye_distance
 from engine.lipsync.warp import warp_lower_face
@@ -24,6 +24,9 @@ from engine.media.reader import VideoReader
 
 _UNUSABLE = Flag.NOT_FOUND | Flag.PROFILE | Flag.INTERPOLATED
 _STEADY_SPEED = 0.12  # inter-ocular distances per frame a donor's face may move
+# Openness range (5th-95th percentile, in inter-ocular distances) under which the footage has
+# hardly any mouth shapes to lend: 0.005 on talk_s18, 0.15-0.37 on the other shared clips.
+_MIN_OPEN_RANGE = 0.04
 
 
 class RetrievalGenerator:
@@ -50,12 +53,23 @@ class RetrievalGenerator:
         codes = np.zeros((len(a), space.dims))
         found = np.flatnonzero(a.found)
         codes[found] = space.encode(canon[found])
+        reach = np.percentile(codes[train, 0], [5, 95]) if train.size else np.zeros(2)
+        if reach[1] - reach[0] < _MIN_OPEN_RANGE:
+            ctx.warn("the speaker's mouth barely moves in the footage, so there is hardly another "
+                     "mouth to lend and the result stays close to the source: a neural backend "
+                     "(--backend wav2lip) draws new mouths")
         x_src = audio_features(ctx.source_audio, a.times)
         settings = MotionSettings(openness_gain=ctx.openness_gain,
                                   smooth_frames=self.smooth_frames)
+        speech = float(ctx.source_audio.vad[train].sum()) / ctx.fps
         if train.size < MIN_TRAIN_SECONDS * ctx.fps:
             ctx.warn(f"only {train.size / ctx.fps:.1f} s of usable footage to learn this "
                      "speaker's mouth from: using the generic mapping")
+            model = MotionModel.generic_for(codes[train], x_src.shape[1])
+        elif speech < MIN_SPEECH_SECONDS:
+            heard = "no speech" if speech == 0 else f"only {speech:.1f} s of speech"
+            ctx.warn(f"{heard} in the clip's own sound to learn this speaker's mouth from: "
+                     "using the generic mapping")
             model = MotionModel.generic_for(codes[train], x_src.shape[1])
         else:
             model = MotionModel.fit(x_src[train], codes[train], settings)
