@@ -34,7 +34,10 @@ PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
 # onnxruntime and onnxruntime-gpu ship the same module: only one may be installed.
 if [ "$SET" = gpu ]; then other=onnxruntime; else other=onnxruntime-gpu; fi
 "${PIP[@]}" uninstall -y "$other" >/dev/null 2>&1 || true
-"${PIP[@]}" install --require-hashes --no-deps -r "$LOCK"
+# This kind of machine's pip config names local package mirrors that hold only some packages;
+# pip warns once per package it does not find there.
+"${PIP[@]}" install --require-hashes --no-deps -r "$LOCK" \
+  2> >(grep -v "^WARNING: Location 'file://.*' is ignored" >&2)
 # setuptools' editable build warns on stderr at every install: shown only when it fails.
 log=$(mktemp)
 "${PIP[@]}" install --no-deps --no-build-isolation -e . 2>"$log" || { cat "$log" >&2; rm -f "$log"; exit 1; }
