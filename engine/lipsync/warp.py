@@ -1,9 +1,9 @@
 """Move a donor frame's lower face onto a target frame.
 
 A similarity (through the canonical face both frames were fitted to) puts the donor's head on
-the target's; a smooth local warp then bends the donor's outer jaw and nose onto the target's,
-so the edges of the pasted region meet the target's own face, while the mouth and chin keep the
-donor's shape, which is the point of choosing that donor.
+the target's; a smooth local warp (a thin-plate spline) then bends the donor's jaw line and nose
+onto the target's, so the edges of the pasted region meet the target's own face, while the
+mouth keeps the donor's shape, which is the point of choosing that donor.
 """
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import numpy as np
 from engine.face import geometry as geo
 from engine.media.frame import Frame
 
-# Points that take the target's position: the jaw's sides (where a donor's different outline
-# would show as a ghost contour), nose and eyes. The rest, the mouth and the chin that moves
-# with it, keeps the donor's shape.
-ANCHORED = np.r_[0:6, 11:17, 27:48]
+# Points that take the target's position: the whole jaw line, nose and eyes. The mask ends at
+# the target's jaw line, so a donor outline left anywhere else (a chin higher or lower than the
+# target's) shows beside the target's own as a second jaw. The mouth keeps the donor's shape.
+ANCHORED = np.r_[0:17, 27:48]
 _GRID = 24  # the dense warp is solved on a coarse grid and interpolated
 
 
@@ -50,8 +50,7 @@ def warp_lower_face(donor: Frame, donor_landmarks: np.ndarray, donor_transform: 
     grid_x = np.linspace(x0, x1 - 1, _GRID)
     grid_y = np.linspace(y0, y1 - 1, _GRID)
     gx, gy = np.meshgrid(grid_x, grid_y)
-    field = _rbf(ctrl, disp, np.column_stack([gx.ravel(), gy.ravel()]),
-                 (face_box[2] - face_box[0]) / 6)
+    field = _thin_plate(ctrl, disp, np.column_stack([gx.ravel(), gy.ravel()]))
     w, h = x1 - x0, y1 - y0
     dx = cv2.resize(field[:, 0].reshape(_GRID, _GRID).astype(np.float32), (w, h),
                     interpolation=cv2.INTER_LINEAR)
@@ -83,13 +82,28 @@ def _border_points(box: tuple[int, int, int, int], per_side: int = 6) -> np.ndar
                       np.column_stack([np.full_like(ys, x0), y1 - t * (y1 - y0)])])
 
 
-def _rbf(ctrl: np.ndarray, values: np.ndarray, at: np.ndarray, radius: float) -> np.ndarray:
-    """Gaussian radial-basis interpolation of ``values`` given at ``ctrl``, evaluated ``at``."""
-    def kernel(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-        # |p - q|^2 expanded, so the pairwise term is one matrix product.
-        d2 = (p * p).sum(1)[:, None] + (q * q).sum(1)[None, :] - 2 * p @ q.T
-        return np.exp(-np.maximum(d2, 0) / (2 * radius * radius))
+def _thin_plate(ctrl: np.ndarray, values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Thin-plate spline interpolation of ``values`` given at ``ctrl``, evaluated ``at``.
 
-    k = kernel(ctrl, ctrl) + 1e-6 * np.eye(len(ctrl))
-    weights = np.linalg.solve(k, values)
-    return kernel(at, ctrl) @ weights
+    The smoothest (least bending) field through the control values: between and beyond the
+    landmarks it neither rings nor folds, where an interpolating Gaussian with a kernel much
+    wider than the landmark spacing does (its weights blow up and swirl the chin and neck into
+    a second jaw line). Coordinates are normalised so the system's conditioning does not depend
+    on the frame's size; the small ridge term lets coincident points (a closed mouth's inner
+    lips) share a value.
+    """
+    centre = ctrl.mean(0)
+    size = max(float(np.abs(ctrl - centre).max()), 1e-9)
+    p, q = (ctrl - centre) / size, (at - centre) / size
+
+    def kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        d2 = ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
+        return 0.5 * d2 * np.log(np.maximum(d2, 1e-12))  # r^2 log r
+
+    n = len(p)
+    affine = np.column_stack([np.ones(n), p])
+    system = np.zeros((n + 3, n + 3))
+    system[:n, :n] = kernel(p, p) + 1e-6 * np.eye(n)
+    system[:n, n:], system[n:, :n] = affine, affine.T
+    coef = np.linalg.solve(system, np.vstack([values, np.zeros((3, values.shape[1]))]))
+    return kernel(q, p) @ coef[:n] + np.column_stack([np.ones(len(q)), q]) @ coef[n:]
