@@ -68,6 +68,27 @@ def native_format(pix_fmt: str) -> str:
     return pix_fmt
 
 
+# Chroma subsampled across but not down (4:2:2) is subsampled down but not across (4:4:0) once
+# the picture is turned on its side, and back.
+_TURNED = {"yuv422p": "yuv440p", "yuvj422p": "yuvj440p", "yuv422p10le": "yuv440p10le",
+           "yuv422p12le": "yuv440p12le"}
+_TURNED.update({v: k for k, v in _TURNED.items()})
+
+
+def turned_format(pix_fmt: str, quarter_turns: int) -> str | None:
+    """The format of ``pix_fmt``'s planes turned by ``quarter_turns`` x 90 degrees (None: no
+    format holds them, e.g. 4:1:1 on its side)."""
+    if quarter_turns % 2 == 0:
+        return pix_fmt
+    if pix_fmt in _TURNED:
+        return _TURNED[pix_fmt]
+    fmt = av.VideoFormat(pix_fmt, 64, 64)
+    if len(fmt.components) < 3 or fmt.is_rgb:
+        return pix_fmt
+    chroma = fmt.components[1]
+    return pix_fmt if chroma.width == chroma.height else None
+
+
 def planes_from_av(frame: av.VideoFrame) -> tuple[np.ndarray, ...]:
     """Copy an av frame's planes into packed numpy arrays (row padding dropped)."""
     out = []

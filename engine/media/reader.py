@@ -18,7 +18,7 @@ import numpy as np
 from engine.errors import RedubError
 from engine.media.cache import FrameCache
 from engine.media.container import decode_error, open_input
-from engine.media.frame import Frame, native_format, planes_from_av
+from engine.media.frame import Frame, native_format, planes_from_av, turned_format
 from engine.media.index import FrameIndex
 from engine.media.probe import MediaInfo, VideoStreamInfo, probe
 
@@ -187,12 +187,16 @@ class _Decoder:
 
     def _to_frame(self, av_frame: av.VideoFrame, i: int) -> Frame:
         fmt = native_format(av_frame.format.name)
+        if turned_format(fmt, self._rot) is None:
+            # No format holds this chroma turned on its side (4:1:1): full chroma instead.
+            fmt = "yuv444p16le" if av.VideoFormat(fmt).components[0].bits > 8 else "yuv444p"
         if fmt != av_frame.format.name:
             av_frame = av_frame.reformat(format=fmt)
         planes = planes_from_av(av_frame)
         w, h = av_frame.width, av_frame.height
         if self._rot:
             planes = tuple(np.ascontiguousarray(np.rot90(p, self._rot)) for p in planes)
+            fmt = turned_format(fmt, self._rot)
             if self._rot % 2:
                 w, h = h, w
         return Frame(index=i, time=float(self.index.times[i]),

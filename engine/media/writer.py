@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.errors import RedubError, UsageError
 from engine.media.codecs import audio_codec_for, get_preset
-from engine.media.frame import Frame, av_from_planes, native_format
+from engine.media.frame import Frame, av_from_planes, native_format, turned_format
 from engine.media.probe import VideoStreamInfo
 
 _AUDIO_BLOCK = 1024  # AAC's frame size; PCM takes any
@@ -132,20 +132,21 @@ class VideoWriter:
 
     def write(self, frame: Frame) -> None:
         """Encode one frame; its ``pts`` (stream time base, first frame 0) places it."""
-        planes = frame.planes
+        planes, pix_fmt = frame.planes, frame.pix_fmt
         w, h = frame.width, frame.height
         if self._rot:
             planes = tuple(np.ascontiguousarray(np.rot90(p, -self._rot)) for p in planes)
+            pix_fmt = turned_format(pix_fmt, self._rot)
             if self._rot % 2:
                 w, h = h, w
-        av_frame = av_from_planes(planes, frame.pix_fmt, w, h)
+        av_frame = av_from_planes(planes, pix_fmt, w, h)
         av_frame.colorspace = frame.color.matrix
         av_frame.color_range = frame.color.range
         av_frame.color_primaries = frame.color.primaries
         av_frame.color_trc = frame.color.transfer
-        if frame.pix_fmt != self.settings.pix_fmt:
+        if pix_fmt != self.settings.pix_fmt:
             matrix = frame.color.effective_matrix(frame.height)
-            rng = frame.color.effective_range(frame.pix_fmt)
+            rng = frame.color.effective_range(pix_fmt)
             av_frame = av_frame.reformat(format=self.settings.pix_fmt, src_colorspace=matrix,
                                          dst_colorspace=matrix, src_color_range=rng,
                                          dst_color_range=rng)
