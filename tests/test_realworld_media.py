@@ -167,3 +167,19 @@ def test_cut_of_a_shared_clip_is_re_synced(tmp_path, capsys):
     assert "wrote" in printed
     _same_timing(cut, out)
     assert not [n for n in os.listdir(tmp_path) if n.endswith(".part.mp4")]
+
+
+def test_source_without_sound_is_exported_with_the_dub(tmp_path, capsys, dub, source):
+    """B-roll or a silent take: no audio stream at all. The export has the source's frames and
+    timing, and the dub's sound inside the range (silence elsewhere)."""
+    clip = make_video(tmp_path / "silent.mp4", frames=50)
+    assert not probe(clip).audio
+    out = tmp_path / "out.mp4"
+    _export(capsys, "render", clip, "--audio", dub, "--range", "10f-40f", "-o", out)
+    _same_timing(clip, out)
+    assert _numbers(out) == list(range(50))
+    from engine.media.audio import read_audio
+    sound = read_audio(out, rate=16000, channels=1).samples[:, 0]
+    level = [float(np.abs(sound[int(t * 16000):int((t + 0.2) * 16000)]).mean())
+             for t in (0.1, 0.8, 1.7)]
+    assert level[0] < 1e-3 and level[1] > 0.05 and level[2] < 1e-3
