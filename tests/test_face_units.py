@@ -10,6 +10,7 @@ from engine.face.analysis import AnalysisSettings, Flag, Target, describe
 from engine.face.cuts import CutDetector
 from engine.face.detect import create_detector, detection_scales, nms
 from engine.face.landmark import create_landmarker
+from engine.face.pixels import warp
 from engine.face.pose import head_pose
 from engine.face.smooth import one_euro, smooth
 
@@ -155,3 +156,45 @@ def test_nms_and_detection_scales():
     assert detection_scales(Fake, 1920, 1080, 40) == [1 / 6, 1 / 3, 2 / 3, 4 / 3, 2.0]
     assert detection_scales(Fake, 320, 240, 80) == [1.0]
     assert detection_scales(Fake, 7680, 4320, 40)[-1] == pytest.approx(0.5)  # pixels capped
+
+
+def _integer_bilinear(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
+    """The crop ``warp`` must give: positions rounded to 1/32 pixel, weights in 32nds, halves
+    rounded up, black outside the image."""
+    inverse = geo.invert(np.asarray(matrix, np.float64))
+    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
+    at = [np.rint((inverse[k, 0] * u + inverse[k, 1] * v + inverse[k, 2]) * 32).astype(np.int64)
+          for k in (0, 1)]
+    x, y = (a >> 5 for a in at)
+    fx, fy = (a & 31 for a in at)
+    h, w = image.shape[:2]
+    padded = np.zeros((h + 2, w + 2) + image.shape[2:], np.int64)
+    padded[1:-1, 1:-1] = image
+
+    def pixel(yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
+        return padded[np.clip(yy + 1, 0, h + 1), np.clip(xx + 1, 0, w + 1)]
+
+    if image.ndim == 3:
+        fx, fy = fx[..., None], fy[..., None]
+    total = (pixel(y, x) * (32 - fx) * (32 - fy) + pixel(y, x + 1) * fx * (32 - fy)
+             + pixel(y + 1, x) * (32 - fx) * fy + pixel(y + 1, x + 1) * fx * fy)
+    return ((total + 512) >> 10).astype(np.uint8)
+
+
+def test_crop_warp_is_exact_integer_bilinear():
+    # The tracker's crops must not depend on the OpenCV build: on a fast-moving face one pixel
+    # rounded the other way changes the landmarks, and warpAffine changed exactly that in
+    # OpenCV 5.1 (IPP rounds some half-way values down). A change in cv2.remap's fixed-point
+    # path fails here.
+    rng = np.random.default_rng(7)
+    grey = rng.integers(0, 256, (90, 120), dtype=np.uint8)
+    for image in (grey, rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)):
+        for scale, turn, shift in [(1.0, 0.0, (0.5, 0.25)), (1.37, 0.3, (-20.3, 5.7)),
+                                   (0.6, -1.1, (40.1, 60.9)), (2.2, 2.5, (150.0, -30.0))]:
+            c, s = scale * np.cos(turn), scale * np.sin(turn)
+            matrix = np.array([[c, -s, shift[0]], [s, c, shift[1]]])
+            assert np.array_equal(warp(image, matrix, 64), _integer_bilinear(image, matrix, 64))
+    # Half-way between two levels rounds up, and nothing outside the picture leaks in.
+    stripes = np.tile(np.array([10, 11], np.uint8), (8, 8))
+    crop = warp(stripes, np.array([[1.0, 0.0, -0.5], [0.0, 1.0, 0.0]]), 16)
+    assert (crop[:8, :15] == 11).all() and (crop[8:] == 0).all()

@@ -40,10 +40,10 @@ from engine.face.track import FaceTracker, TrackSettings
 from engine.media.reader import VideoReader
 from engine.paths import cache_dir
 from engine.progress import CancelToken, ProgressFn, no_progress
-from engine.timecode import parse_time
+from engine.timecode import Clock, parse_time
 
 # Bump when results for the same inputs and settings would change.
-ANALYSIS_VERSION = 1
+ANALYSIS_VERSION = 2
 
 
 class NoFaceError(RedubError):
@@ -68,7 +68,7 @@ class Target:
     time: float
 
     @staticmethod
-    def parse(text: str, fps: float | None) -> Target:
+    def parse(text: str, fps: Clock | float | None) -> Target:
         """``X,Y@TIME``, TIME in any form :func:`engine.timecode.parse_time` accepts."""
         m = re.match(r"^\s*([-+]?[\d.]+)\s*,\s*([-+]?[\d.]+)\s*@\s*(\S+)\s*$", text)
         if not m:

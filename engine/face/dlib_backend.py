@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 
 from engine.errors import RedubError
+from engine.face import geometry as geo
 from engine.face.detect import Detections
-from engine.face.geometry import five_points
 
 _MODELS_PACKAGE = "face_recognition_models"
 _PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
@@ -30,6 +30,13 @@ _HOG_WINDOW = 80
 # Verification looks at the box at about this size: large enough for the window, small enough
 # to be quick.
 _VERIFY_SIDE = 88
+# How far the face HOG finds may sit from the landmarks' own face box: shift in box sides, and
+# size ratio. HOG's box lies on an 8-pixel grid at the verify size, and well-placed landmarks
+# on the shared clips are within 0.1 and sizes 0.9-1.2. Beyond that the points have stayed
+# behind a face that moved, or around it too large (below 0.85 their centres are off by 5% of
+# the face, median, against 1.3%): the predictor hardly leaves the box it starts from.
+_VERIFY_SHIFT = 0.15
+_VERIFY_SIZE = (0.85, 1.25)
 # Shift of the extra box placements whose predictions are averaged, in box sides.
 _JITTER = 0.06
 # Landmarks come out as whole pixels; working at about this box size keeps that rounding under
@@ -132,6 +139,15 @@ def _region(image: np.ndarray, box: np.ndarray, margin: float,
     return np.ascontiguousarray(patch), scale, np.array([x0, y0], dtype=np.float64)
 
 
+def _face_box(points: np.ndarray) -> np.ndarray:
+    """The square box a frontal detector draws around a face with these 68 landmarks."""
+    to_canon = geo.to_canonical(np.asarray(points, dtype=np.float64))
+    cx, cy, side = geo.FACE_BOX
+    centre = geo.apply(geo.invert(to_canon), np.array([[cx, cy]]))[0]
+    half = side / geo.scale_of(to_canon) / 2
+    return np.concatenate([centre - half, centre + half])
+
+
 class HogDetector:
     """dlib's frontal HOG detector (five sub-detectors, frontal to half-profile).
 
@@ -157,7 +173,7 @@ class HogDetector:
             return Detections.empty()
         boxes = np.array([(r.left(), r.top(), r.right(), r.bottom()) for r in rects],
                          dtype=np.float32)
-        kps = np.stack([five_points(_predict(image, b)) for b in boxes]).astype(np.float32)
+        kps = np.stack([geo.five_points(_predict(image, b)) for b in boxes]).astype(np.float32)
         return Detections(boxes, kps, _to_unit(raw).astype(np.float32))
 
 
@@ -189,10 +205,11 @@ class ShapePredictor68:
                 patch, scale, origin = _region(image, box, 0.3, _LANDMARK_SIDE)
                 local = (box.reshape(2, 2) - origin) * scale
                 points[k] = _predict_averaged(patch, local.ravel()) / scale + origin
-            scores[k] = self._verify(image, box)
+            scores[k] = self._verify(image, _face_box(points[k]))
         return points, scores
 
     def _verify(self, image: np.ndarray, box: np.ndarray) -> float:
+        """HOG's confidence in a face on ``box``: 0 when it finds none there."""
         patch, scale, origin = _region(image, box, 0.35, _VERIFY_SIDE)
         if min(patch.shape[:2]) < _HOG_WINDOW or float(patch.std()) < 2.0:
             return 0.0  # off the picture or featureless (a black frame)
@@ -202,6 +219,8 @@ class ShapePredictor68:
         centre, side = local.mean(0), local[1, 0] - local[0, 0]
         for r, s in zip(rects, raw):
             c = np.array([(r.left() + r.right()) / 2, (r.top() + r.bottom()) / 2])
-            if np.abs(c - centre).max() < 0.3 * side and 0.6 < r.width() / side < 1.6:
+            size = r.width() / side
+            if (np.abs(c - centre).max() < _VERIFY_SHIFT * side
+                    and _VERIFY_SIZE[0] < size < _VERIFY_SIZE[1]):
                 best = max(best, s)
         return float(_to_unit(best)) if np.isfinite(best) else 0.0

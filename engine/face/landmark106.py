@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import cv2
 import numpy as np
 
 from engine.errors import RedubError, UsageError
 from engine.models.session import load_session
 from engine.face import geometry as geo
+from engine.face.pixels import warp
 
 # 2d106det index of each 68-point landmark: jaw (17), brows (5 + 5), nose bridge (4) and base
 # (5), eyes (6 + 6), outer lip (12), inner lip (8).
@@ -72,7 +72,7 @@ class Landmark106:
             scale = _SIZE / (max(x1 - x0, y1 - y0) * _ENLARGE)
             cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
             m = np.array([[scale, 0, _SIZE / 2 - scale * cx], [0, scale, _SIZE / 2 - scale * cy]])
-            crops.append(cv2.warpAffine(image, m, (_SIZE, _SIZE), flags=cv2.INTER_LINEAR))
+            crops.append(warp(image, m, _SIZE))
             inverses.append(geo.invert(m))
         batch = (np.stack(crops).astype(np.float32) - self.input_mean) / self.input_std
         batch = np.ascontiguousarray(batch.transpose(0, 3, 1, 2))

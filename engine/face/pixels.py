@@ -5,6 +5,8 @@ works on grey anyway; luma is grey up to the matrix's small weighting difference
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
 
@@ -13,6 +15,8 @@ from engine.media.frame import Frame
 _RANGE_LIMITED = 1
 # Studio-swing luma (16-235) stretched to full range, as RGB conversion would.
 _EXPAND_8 = np.clip((np.arange(256) - 16) * 255.0 / 219.0 + 0.5, 0, 255).astype(np.uint8)
+# Crops sample the image at 1/32 pixel, OpenCV's fixed-point remap resolution.
+_SUBPIXEL_BITS = 5
 
 
 def gray(frame: Frame) -> np.ndarray:
@@ -55,6 +59,11 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
 
     Outside the image is black. Strong reductions first shrink the needed region with area
     averaging, so crops of faces far larger than the crop do not alias.
+
+    Sampling is bilinear in integer arithmetic (positions in 1/32 pixel, halves rounded up), so
+    the crop is the same on every OpenCV build and CPU. ``cv2.warpAffine`` does not promise
+    that: OpenCV 5.1 hands it to IPP, which rounds some half-way values the other way, and the
+    landmarker's output on a fast-moving face can hinge on one such pixel.
     """
     matrix = np.asarray(matrix, dtype=np.float64)
     scale = float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
@@ -77,5 +86,26 @@ def warp(image: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
             matrix = np.hstack([matrix[:, :2] @ to_small[:, :2],
                                 (matrix[:, :2] @ to_small[:, 2] + matrix[:, 2])[:, None]])
             image = small
-    return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    whole, fraction = _fixed_point_maps(cv2.invertAffineTransform(matrix), size)
+    return cv2.remap(image, whole, fraction, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                     borderValue=0)
+
+
+@lru_cache(maxsize=4)
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
+    return u, v
+
+
+def _fixed_point_maps(inverse: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``cv2.remap``'s fixed-point maps of crop pixels to image positions through ``inverse``:
+    whole pixels (int16 x, y) and the 1/32 fractions (uint16, y * 32 + x)."""
+    u, v = _grid(size)
+    limit = 32767 << _SUBPIXEL_BITS  # int16 whole pixels
+    at = [np.clip(np.rint((inverse[k, 0] * u + inverse[k, 1] * v + inverse[k, 2])
+                          * (1 << _SUBPIXEL_BITS)), -limit, limit).astype(np.int32)
+          for k in (0, 1)]
+    mask = (1 << _SUBPIXEL_BITS) - 1
+    whole = np.dstack([a >> _SUBPIXEL_BITS for a in at]).astype(np.int16)
+    fraction = ((at[1] & mask) << _SUBPIXEL_BITS | (at[0] & mask)).astype(np.uint16)
+    return whole, fraction

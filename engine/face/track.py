@@ -44,6 +44,9 @@ _CROP_MARGIN = 1.6
 # Re-run the landmarker when its result moved this far from the crop it was given (canonical
 # units, relative scale, radians): the face moved faster than the prediction.
 _REFINE_SHIFT, _REFINE_SCALE, _REFINE_TURN = 0.06, 0.06, 0.08
+# ... and whenever the face moves more than this per frame (canonical units): then the guess can
+# be off by about as much, and the landmarker only goes part of the way from where it starts.
+_MOVING = 0.02
 
 
 @dataclass
@@ -115,7 +118,7 @@ class FaceTracker:
         if cut:
             self._close_all()
 
-        carried = [self._carry(picture.get(self.landmarker.color), t.predicted())
+        carried = [self._carry(picture.get(self.landmarker.color), t.predicted(), t.points[-1])
                    for t in self._live]
         focus_here = self.focus is not None and self.focus[0] == i
         if i == 0 or cut or focus_here:
@@ -190,18 +193,24 @@ class FaceTracker:
         points, scores = self.landmarker.landmarks(crop, box)
         return geo.apply(geo.invert(full), points[0].astype(np.float64)), float(scores[0])
 
-    def _carry(self, image: np.ndarray, guess: np.ndarray) -> tuple[np.ndarray, float]:
-        """Landmarks from a guess of where the face is; once more if it moved much."""
+    def _carry(self, image: np.ndarray, guess: np.ndarray,
+               last: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+        """Landmarks from a guess of where the face is, run again from their own result when
+        the guess may be off: after a detection (``last`` None), while the face moves (``last``:
+        its previous landmarks) or when the first run moved far."""
         start = geo.to_canonical(guess)
         points, score = self._landmark(image, start)
         found = geo.to_canonical(points)
         if not (np.isfinite(found).all() and np.isfinite(start).all()):
             return points, 0.0
+        step = 0.0 if last is None else float(
+            np.linalg.norm((guess - last)[geo.STABLE].mean(0)) * geo.scale_of(start))
         # Where the found face's canonical centre lands in the guess's frame of reference.
         moved = geo.apply(start, geo.apply(geo.invert(found), np.array([[0.5, 0.6]])))[0]
         ratio = geo.scale_of(found) / geo.scale_of(start)
         turn = np.arctan2(found[1, 0], found[0, 0]) - np.arctan2(start[1, 0], start[0, 0])
-        if (np.abs(moved - (0.5, 0.6)).max() > _REFINE_SHIFT or abs(np.log(ratio)) > _REFINE_SCALE
+        if (last is None or step > _MOVING or np.abs(moved - (0.5, 0.6)).max() > _REFINE_SHIFT
+                or abs(np.log(ratio)) > _REFINE_SCALE
                 or abs((turn + np.pi) % (2 * np.pi) - np.pi) > _REFINE_TURN):
             points, score = self._landmark(image, found)
         return points, score
