@@ -27,7 +27,7 @@ from engine.blend import match_mean, pyramid_blend
 from engine.errors import RedubError, UsageError
 from engine.face import geometry as geo
 from engine.face.analysis import FaceAnalysis, NoFaceError, Target, analyze_range
-from engine.lipsync.alignment import ALIGNED, alignment_scores
+from engine.face.refine import refine_landmarks
 from engine.lipsync.backend import Generated, SyncContext, create_generator
 from engine.lipsync.retrieval import even_box
 from engine.mask import MaskSettings, face_scale, frame_mask, landmark_mask, landmark_polygon
@@ -98,6 +98,7 @@ class SyncSession:
         self.corrections = corrections
         self.analysis: FaceAnalysis | None = None  # None: no face, the picture passes through
         self.edit: np.ndarray | None = None  # bool per analysed frame: re-sync it
+        self.unplaced: np.ndarray | None = None  # bool per analysed frame: see unplaced_frames
         self._generator = None
         self._restorer: Restorer = NoRestorer()  # prepare_sync sets the chosen one
         self._inputs: _AudioInputs | None = None
@@ -123,6 +124,14 @@ class SyncSession:
         if self.analysis is None or self._generator is None:
             return np.zeros(0, np.int64)
         return np.flatnonzero(self.edit & self.analysis.found) + self.analysis.start
+
+    def unplaced_frames(self) -> np.ndarray:
+        """Clip frame indices inside the ranges, with the face found, that keep their own
+        mouth because the face could not be placed there (the editor marks them, to be fixed
+        with a keep-original span or the mask tools)."""
+        if self.analysis is None or self.unplaced is None:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(self.unplaced & self.analysis.found) + self.analysis.start
 
     def render_frame(self, frame: Frame) -> Frame:
         """``frame`` re-synced (or as it is, where nothing is edited). Thread-safe."""
@@ -246,6 +255,9 @@ def prepare_sync(video: str | os.PathLike, dub: str | os.PathLike, *, dub_offset
     except NoFaceError as exc:
         notes.append(f"{exc.problem}: the picture passes through unchanged")
         return session
+    # Landmarks that slipped off a turning or blurred face, carried over from good frames.
+    placement = refine_landmarks(video, analysis, progress=progress, cancel=cancel)
+    analysis = placement.analysis
     times = analysis.times
     edit = np.zeros(len(analysis), bool)
     for start, end in edit_ranges:
@@ -253,12 +265,13 @@ def prepare_sync(video: str | os.PathLike, dub: str | os.PathLike, *, dub_offset
     train = (times >= learn[0] - 1e-6) & (times < learn[1] - 1e-6)
     if not (edit & analysis.found).any():
         notes.append("no face in the edited ranges: the picture passes through unchanged")
-    # Frames whose landmarks slipped off a motion-blurred face: neither re-synced nor lent.
-    slipped = analysis.found & ~(alignment_scores(video, analysis) >= ALIGNED)
+    # Frames the repair could not place either: neither re-synced nor lent.
+    slipped = placement.unplaced
     if (slipped & edit).any():
         n = int((slipped & edit).sum())
         notes.append(f"{n} frame{'s keep' if n > 1 else ' keeps'} their own mouth: the face "
-                     "moves too fast there to place a new one")
+                     "could not be followed there to place a new one")
+    session.unplaced = slipped & edit  # before edit drops them: SyncSession.unplaced_frames
     edit, train = edit & ~slipped, train & ~slipped
     session._eased = _ease_out(slipped)
     session.analysis, session.edit = analysis, edit
@@ -306,11 +319,13 @@ def sync(video: str | os.PathLike, dub: str | os.PathLike, export: ExportSetting
          settings: SyncSettings = SyncSettings(), progress: ProgressFn = no_progress,
          cancel: CancelToken | None = None, preview: PreviewFn | None = None,
          corrections: Corrections | None = None,
-         range_settings: Sequence[SyncSettings] | None = None) -> RenderResult:
+         range_settings: Sequence[SyncSettings] | None = None,
+         prepared: Callable[[SyncSession], None] | None = None) -> RenderResult:
     """Re-sync the speaker's mouth to ``dub`` inside ``ranges`` (default: the whole clip).
 
     ``range_settings`` (one per range) gives each range its own settings (backend, restorer,
     mask, motion...); ranges sharing settings are prepared together, in one session.
+    ``prepared`` sees each session before the export starts (e.g. its unplaced frames).
     """
     groups = _groups(list(ranges), settings, range_settings)
     sessions: list[SyncSession] = []
@@ -319,6 +334,8 @@ def sync(video: str | os.PathLike, dub: str | os.PathLike, export: ExportSetting
             sessions.append(prepare_sync(video, dub, dub_offset=dub_offset, ranges=group_ranges,
                                          settings=group_settings, corrections=corrections,
                                          progress=progress, cancel=cancel))
+            if prepared is not None:
+                prepared(sessions[-1])
         active = [x for x in sessions if x.edited_frames().size]
         all_ranges = [r for x in sessions for r in x.ranges]
 
