@@ -6,6 +6,8 @@ Self-reenactment: each shared clip learns from one half (``train_range``), re-sy
 half to its own sound, and is compared with the real footage of that half; then the halves
 swap. Cross-dub: each clip driven by ``speech_radio31_16k.wav``. Speed: whole ``sync`` runs,
 export included, beside a plain decode-and-re-encode of the same clip with the same settings.
+Self and cross rows also give the share of edited frames with a face that are re-synced (the
+others keep their own mouth: the face could not be placed there).
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from engine.face.analysis import FaceAnalysis, analyze_range  # noqa: E402
 from engine.lipsync.shape import openness  # noqa: E402
 from engine.mask import face_scale, landmark_polygon  # noqa: E402
 from engine.media.reader import VideoReader  # noqa: E402
-from engine.pipeline import SyncSettings, sync  # noqa: E402
+from engine.pipeline import SyncSession, SyncSettings, sync  # noqa: E402
 from engine.render import ExportSettings, render  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "media"
@@ -138,6 +140,20 @@ def _changed_outside(pa: tuple[np.ndarray, ...], pb: tuple[np.ndarray, ...], box
     return worst
 
 
+def counted_sync(*args, **kwargs) -> float:
+    """Run ``sync``; the share of edited frames with a face that it re-synced."""
+    edited, unplaced = [], []
+
+    def prepared(session: SyncSession) -> None:  # read before sync closes the session
+        edited.append(session.edited_frames())
+        unplaced.append(session.unplaced_frames())
+
+    sync(*args, prepared=prepared, **kwargs)
+    left = np.unique(np.concatenate(unplaced))
+    faced = np.union1d(np.concatenate(edited), left)
+    return 1.0 - left.size / faced.size if faced.size else float("nan")
+
+
 def self_reenact(clip: Path, tmp: Path) -> list[dict[str, float]]:
     with VideoReader(clip) as r:
         n, times, duration = r.frame_count, r.times, r.info.duration
@@ -148,15 +164,16 @@ def self_reenact(clip: Path, tmp: Path) -> list[dict[str, float]]:
     for train, edit, frames in [((0.0, t_half), (t_half, duration), range(half, n)),
                                 ((t_half, duration), (0.0, t_half), range(0, half))]:
         out = tmp / f"{clip.stem}_{frames.start}.mkv"
-        sync(clip, clip, ExportSettings(output=str(out), codec="ffv1"), ranges=[edit],
-             settings=SyncSettings(train_range=train))
-        rows.append(compare(clip, out, frames, src, analyze_range(out)))
+        resynced = counted_sync(clip, clip, ExportSettings(output=str(out), codec="ffv1"),
+                                ranges=[edit], settings=SyncSettings(train_range=train))
+        rows.append(compare(clip, out, frames, src, analyze_range(out)) | {"resynced": resynced})
     return rows
 
 
-def cross_dub(clip: Path, dub: Path, tmp: Path, sheet_dir: Path) -> float:
+def cross_dub(clip: Path, dub: Path, tmp: Path, sheet_dir: Path) -> tuple[float, float]:
+    """(openness against the dub's envelope, share of frames re-synced)."""
     out = tmp / f"{clip.stem}_dub.mkv"
-    sync(clip, dub, ExportSettings(output=str(out), codec="ffv1"))
+    resynced = counted_sync(clip, dub, ExportSettings(output=str(out), codec="ffv1"))
     result = analyze_range(out)
     source_faces = analyze_range(clip)
     with VideoReader(clip) as r:
@@ -169,7 +186,8 @@ def cross_dub(clip: Path, dub: Path, tmp: Path, sheet_dir: Path) -> float:
     write_sheet(sheet_dir / f"crossdub_{clip.stem}.png", src_frames, out_frames,
                 [source_faces.landmarks[i] for i in picks])
     o = openness(result.landmarks)
-    return pearson(o[: len(feats.envelope)], feats.envelope) if speech.any() else float("nan")
+    r = pearson(o[: len(feats.envelope)], feats.envelope) if speech.any() else float("nan")
+    return r, resynced
 
 
 def write_sheet(path: Path, sources: list[np.ndarray], outputs: list[np.ndarray],
@@ -231,20 +249,21 @@ def main() -> int:
 def self_section(clips: list[str], tmp: Path) -> None:
     print("Self-reenactment (learn one half, re-sync the other to its own audio; both ways)")
     print(f"{'clip':24}{'half':>6}{'open r':>8}{'MAE':>7}{'lag':>5}{'PSNR':>7}{'SSIM':>7}"
-          f"{'outside':>9}{'flicker':>9}")
+          f"{'outside':>9}{'flicker':>9}{'resynced':>10}")
     for name in clips:
         for half, m in zip(("2nd", "1st"), self_reenact(SHARED / name, tmp)):
             print(f"{name:24}{half:>6}{m['r']:>8.2f}{m['mae']:>7.3f}{m['lag']:>5d}"
-                  f"{m['psnr']:>7.1f}{m['ssim']:>7.3f}{m['outside']:>9d}{m['flicker']:>9.2f}",
-                  flush=True)
+                  f"{m['psnr']:>7.1f}{m['ssim']:>7.3f}{m['outside']:>9d}{m['flicker']:>9.2f}"
+                  f"{m['resynced']:>10.1%}", flush=True)
 
 
 def cross_section(clips: list[str], dub: Path, tmp: Path, out: Path) -> None:
     print(f"\nCross-dub with {DUB}: openness against the dub's speech envelope "
-          f"(contact sheets in {out})")
+          f"(contact sheets in {out}), and the share of frames re-synced")
+    print(f"{'clip':24}{'open r':>8}{'resynced':>10}")
     for name in clips:
-        r = cross_dub(SHARED / name, dub, tmp, out)
-        print(f"{name:24}{r:>8.2f}", flush=True)
+        r, resynced = cross_dub(SHARED / name, dub, tmp, out)
+        print(f"{name:24}{r:>8.2f}{resynced:>10.1%}", flush=True)
 
 
 def speed_section(dub: Path, tmp: Path) -> None:

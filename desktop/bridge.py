@@ -11,6 +11,10 @@ Previews go through a one-slot mailbox: the worker converts at most one frame pe
 ``preview_interval`` to a ``QImage`` (in its own thread), replaces whatever is waiting in the
 slot, and posts a notification only when the slot was empty. However slow the UI is, at most
 one image is queued for it, and it is always the newest; a job's last frame is always shown.
+
+A lip-sync job reports, as each of its sessions is prepared, the runs of frames that keep their
+own mouth because the face could not be placed (``unplaced``), so the editor can mark them
+before the render ends; the job's notes list them too.
 """
 from __future__ import annotations
 
@@ -23,13 +27,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
+import numpy as np
 from PySide6 import QtCore, QtGui
 from PySide6.QtCore import Signal, Slot
 
 from engine.errors import Cancelled, RedubError, UsageError
 from engine.maskedit import Corrections
 from engine.media.frame import Frame
-from engine.pipeline import SyncSettings, sync
+from engine.pipeline import SyncSession, SyncSettings, sync
 from engine.progress import CancelToken, ProgressFn
 from engine.project import Project
 from engine.render import ExportSettings, RenderResult, render
@@ -38,12 +43,19 @@ from ui.images import rgb_to_qimage
 log = logging.getLogger(__name__)
 
 PreviewFn = Callable[[Frame], None]
+Spans = list[tuple[int, int]]  # runs of clip frames: (first, last), inclusive
+UnplacedFn = Callable[[Spans], None]
+NOTE_SPANS = 8  # runs listed by name in a job's note
 
 
 class EngineJob(Protocol):
-    def run(self, progress: ProgressFn, cancel: CancelToken,
-            preview: PreviewFn) -> RenderResult:
-        """Do the work on the worker thread; raise RedubError (or Cancelled) on failure."""
+    def run(self, progress: ProgressFn, cancel: CancelToken, preview: PreviewFn,
+            unplaced: UnplacedFn) -> RenderResult:
+        """Do the work on the worker thread; raise RedubError (or Cancelled) on failure.
+
+        ``unplaced`` takes, per prepared lip-sync session, its runs of frames that keep their
+        own mouth (jobs without one never call it).
+        """
 
 
 @dataclass
@@ -80,12 +92,22 @@ class SyncJob:
                    range_settings=per_range or None,
                    corrections=project.corrections.copy())
 
-    def run(self, progress: ProgressFn, cancel: CancelToken,
-            preview: PreviewFn) -> RenderResult:
-        return sync(self.video, self.dub, self.export, dub_offset=self.dub_offset,
-                    ranges=self.ranges, settings=self.settings, progress=progress,
-                    cancel=cancel, preview=preview, corrections=self.corrections,
-                    range_settings=self.range_settings)
+    def run(self, progress: ProgressFn, cancel: CancelToken, preview: PreviewFn,
+            unplaced: UnplacedFn) -> RenderResult:
+        found: Spans = []
+
+        def prepared(session: SyncSession) -> None:
+            spans = frame_spans(session.unplaced_frames())
+            found.extend(spans)
+            unplaced(spans)
+
+        result = sync(self.video, self.dub, self.export, dub_offset=self.dub_offset,
+                      ranges=self.ranges, settings=self.settings, progress=progress,
+                      cancel=cancel, preview=preview, corrections=self.corrections,
+                      range_settings=self.range_settings, prepared=prepared)
+        if found:
+            result.notes.append(unplaced_note(found))
+        return result
 
 
 @dataclass
@@ -98,10 +120,34 @@ class ExportJob:
     dub_offset: float = 0.0
     ranges: list[tuple[float, float]] = field(default_factory=list)
 
-    def run(self, progress: ProgressFn, cancel: CancelToken,
-            preview: PreviewFn) -> RenderResult:
+    def run(self, progress: ProgressFn, cancel: CancelToken, preview: PreviewFn,
+            unplaced: UnplacedFn) -> RenderResult:
         return render(self.video, self.export, dub=self.dub, dub_offset=self.dub_offset,
                       ranges=self.ranges, on_frame=preview, progress=progress, cancel=cancel)
+
+
+def frame_spans(frames: np.ndarray | Sequence[int]) -> Spans:
+    """Clip frame indices as runs of consecutive frames, (first, last) inclusive."""
+    frames = np.unique(np.asarray(frames, np.int64))
+    if not frames.size:
+        return []
+    breaks = np.flatnonzero(np.diff(frames) > 1)
+    firsts = np.concatenate([frames[:1], frames[breaks + 1]])
+    lasts = np.concatenate([frames[breaks], frames[-1:]])
+    return list(zip(firsts.tolist(), lasts.tolist()))
+
+
+def unplaced_note(spans: Spans) -> str:
+    """The note naming the frames that keep their own mouth (the engine's says how many, why)."""
+    spans = sorted(spans)
+    named = [f"{a}" if a == b else f"{a}–{b}" for a, b in spans[:NOTE_SPANS]]
+    if len(spans) > NOTE_SPANS:
+        named.append(f"{len(spans) - NOTE_SPANS} more runs")
+    if len(spans) == 1 and spans[0][0] == spans[0][1]:
+        return (f"frame {named[0]} keeps its own mouth: fix it with a keep-original span or the "
+                "mask tools")
+    return (f"frames {', '.join(named)} keep their own mouth: fix them with a keep-original "
+            "span or the mask tools")
 
 
 def frame_to_qimage(frame: Frame) -> QtGui.QImage:
@@ -135,6 +181,7 @@ class EngineWorker(QtCore.QObject):
     # seconds left in the stage (-1: unknown)
     progress = Signal(int, str, float, float, float)
     preview_ready = Signal()  # a preview waits in the mailbox: take_preview()
+    unplaced = Signal(int, list)  # job, runs of frames that keep their own mouth (Spans)
     finished = Signal(int, str, list)
     failed = Signal(int, str)
     cancelled = Signal(int)
@@ -217,8 +264,12 @@ class EngineWorker(QtCore.QObject):
             else:
                 held = frame
 
+        def unplaced(spans: Spans) -> None:
+            token.check()
+            self.unplaced.emit(job_id, list(spans))
+
         try:
-            result = job.run(progress, token, preview)
+            result = job.run(progress, token, preview, unplaced)
         except Cancelled:
             self.cancelled.emit(job_id)
         except RedubError as exc:
@@ -246,13 +297,15 @@ class EngineBridge(QtCore.QObject):
     """The UI's handle on the engine: submit jobs, cancel them, hear back through signals.
 
     Signals arrive in the UI thread, in order per job: ``started``, any number of ``progress``
-    and ``preview``, then exactly one of ``finished`` (path of the output, notes for the
+    and ``preview`` (and for a lip-sync job one ``unplaced`` per prepared session, before its
+    frames render), then exactly one of ``finished`` (path of the output, notes for the
     user), ``failed`` (the one-line error) or ``cancelled``.
     """
 
     started = Signal(int)
     progress = Signal(int, str, float, float, float)
     preview = Signal(int, int, QtGui.QImage)  # job, frame index, picture
+    unplaced = Signal(int, list)  # job, runs (first, last) of frames keeping their own mouth
     finished = Signal(int, str, list)
     failed = Signal(int, str)
     cancelled = Signal(int)
@@ -272,6 +325,7 @@ class EngineBridge(QtCore.QObject):
         self._worker.started.connect(self.started)
         self._worker.progress.connect(self.progress)
         self._worker.preview_ready.connect(self._deliver_preview)
+        self._worker.unplaced.connect(self.unplaced)
         self._worker.finished.connect(self._on_finished)
         self._worker.failed.connect(self._on_failed)
         self._worker.cancelled.connect(self._on_cancelled)

@@ -10,7 +10,9 @@ Ranges: the project's ranges are the sync ranges; one is selected and shown as t
 in/out. I and O move the selected range's edges (or create one); "New range" deselects so the
 next I/O starts another. Render states are not stored: each render remembers the range,
 settings and dub offset it was made with, and is "rendered" while they still match the project
-(undo brings a render back), "stale" otherwise, "rendering" while its job runs.
+(undo brings a render back), "stale" otherwise, "rendering" while its job runs. The frames a
+render leaves with their own mouth (the face could not be placed) are marked on the timeline
+from the moment its session is prepared, the newest render's over its range.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from desktop.bridge import EngineBridge, ExportJob, SyncJob
+from desktop.bridge import EngineBridge, ExportJob, Spans, SyncJob, UnplacedFn
 from desktop.export_dialog import ExportDialog
 from desktop.inspector import Inspector
 from desktop.jobs_panel import JobsPanel
@@ -161,7 +163,8 @@ class AnalysisJob:
     target: Target | None
     analysis: FaceAnalysis | None = None
 
-    def run(self, progress: ProgressFn, cancel: CancelToken, preview: Any) -> RenderResult:
+    def run(self, progress: ProgressFn, cancel: CancelToken, preview: Any,
+            unplaced: UnplacedFn) -> RenderResult:
         self.analysis = analyze_range(self.video, target=self.target, progress=progress,
                                       cancel=cancel)
         return RenderResult(path="", frames=len(self.analysis), seconds=0.0, notes=[])
@@ -178,6 +181,7 @@ class Render:
     output: str
     job: int
     corrections: dict[str, Any] | None = None  # the project's corrections, as saved
+    unplaced: Spans | None = None  # frames keeping their own mouth (None: not prepared yet)
     running: bool = True
     done: bool = False
 
@@ -307,6 +311,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.mask_editing.lane.seek.connect(
             lambda frame: self.playback.seek(float(self.clip.times[frame])))
         self.bridge.preview.connect(self._on_preview)
+        self.bridge.unplaced.connect(self._on_unplaced)
         self.bridge.finished.connect(self._on_job_finished)
         self.bridge.failed.connect(self._on_job_ended)
         self.bridge.cancelled.connect(self._on_job_ended)
@@ -948,6 +953,26 @@ class MainWindow(QtWidgets.QMainWindow):
             states.append((render.start, render.end, state))
         return states
 
+    def _on_unplaced(self, job_id: int, spans: list) -> None:
+        render = self._render_of(job_id)
+        if render is not None:
+            render.unplaced = (render.unplaced or []) + [tuple(s) for s in spans]
+            self._refresh()
+
+    def unplaced_spans(self) -> Spans:
+        """Runs of frames (first, last) the renders leave with their own mouth, each render's
+        replacing older ones' over its range."""
+        spans: Spans = []
+        for render in self.renders:
+            if render.unplaced is None:
+                continue
+            first = self.clip.index_at(render.start)
+            last = self.clip.index_at(render.end - 0.5 / self.clip.fps)
+            spans = [(x, y) for a, b in spans
+                     for x, y in ((a, min(b, first - 1)), (max(a, last + 1), b)) if x <= y]
+            spans += render.unplaced
+        return sorted(spans)
+
     def _result_render(self, t: float) -> Render | None:
         """The newest finished render covering ``t``."""
         for render in reversed(self.renders):
@@ -1092,6 +1117,7 @@ class MainWindow(QtWidgets.QMainWindow):
             else:
                 self.timeline.clear_range()
             self.timeline.set_range_states(self.range_states())
+            self.timeline.set_unplaced(self.unplaced_spans())
             self.timeline.set_ranges([(x.start, x.end) for x in self.project.ranges],
                                      self.selected)
             self.playback.set_ranges([(x.start, x.end) for x in self.project.ranges])

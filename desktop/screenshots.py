@@ -3,8 +3,11 @@
 ``redub-studio --screenshots DIR [VIDEO] [--audio DUB]``: empty window, clip loaded, rendering
 with a preview, split-wipe compare, export dialog, mask editing (keyframed outline with its
 handles, an exclusion region, curves and a keep-original span in the keyframe lane) and a
-close-up of the editor on the mouth. The default clip and dub are the shared test
-media. Settings go to a temporary file, so the user's layout and recent files are untouched.
+close-up of the editor on the mouth; then a render of the fast head swings of the shared clip
+``talk_d12_512.mp4``: the frames it leaves with their own mouth (the face could not be placed)
+marked on the timeline, the playhead on the first mark. The default clip and dub are the
+shared test media. Settings go to a temporary file, so the user's layout and recent files are
+untouched.
 """
 from __future__ import annotations
 
@@ -63,6 +66,39 @@ def mask_editing_shots(window, mid: int, wait: Callable, settle: Callable,
     viewer.pan_by(viewer.width() / 2 - centre.x(), viewer.height() / 2 - centre.y())
     settle(0.4)
     shot("7-mask-editor-detail", viewer)
+
+
+def unplaced_shots(window, video: str, dub: str, wait: Callable, settle: Callable,
+                   shot: Callable) -> None:
+    """A render leaving frames with their own mouth: the marks, and a click on the first."""
+    from PySide6 import QtCore
+    from PySide6.QtTest import QTest
+
+    window.mask_editing.set_editing(False)
+    window._set_dirty(False)  # no "save changes?" question for the clip before
+    window.open_video(video, dub=dub)
+    wait(lambda: window.project is not None and window.project.media.path == video
+         and bool(window.project.dubs) and window.frame_index == 0)
+    window.set_range(0.8, 4.0)
+    window.render_range()
+    wait(lambda: window.renders[-1].done, 300)
+    window.set_compare_mode("result")
+    window.viewer.fit()
+    # The face box and landmarks: on a marked frame they show why no mouth could be placed.
+    for kind in ("box", "landmarks"):
+        window.viewer.set_overlay_visible(kind, True)
+    wait(lambda: window.analysis is not None, 300)
+    timeline = window.timeline
+    if timeline.unplaced:  # none where every face could be placed: the marks are not drawn
+        first = timeline.unplaced[0][0]
+        y = timeline.lane_rect("states").center().y()
+        x = timeline.x_at(float(window.clip.times[first]) + 0.5 / window.clip.fps)
+        QTest.mouseClick(timeline.canvas(), QtCore.Qt.MouseButton.LeftButton,
+                         pos=QtCore.QPoint(round(x), round(y)))
+        wait(lambda: window.frame_index == first)
+    settle(1.0)
+    shot("8-unplaced-frames")
+    shot("9-unplaced-frames-timeline", timeline)
 
 
 def write_screenshots(folder: str | os.PathLike, video: str | None = None,
@@ -152,6 +188,9 @@ def write_screenshots(folder: str | os.PathLike, video: str | None = None,
         dialog.close()
         assert job is not None
         mask_editing_shots(window, mid, wait, settle, shot)
+        if (SHARED_MEDIA / "talk_d12_512.mp4").exists():
+            unplaced_shots(window, str(SHARED_MEDIA / "talk_d12_512.mp4"), dub, wait, settle,
+                           shot)
     finally:
         window._set_dirty(False)
         window.close()

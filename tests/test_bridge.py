@@ -4,10 +4,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PySide6 import QtCore
 
-from desktop.bridge import EngineBridge, ExportJob, SyncJob
+from desktop.bridge import EngineBridge, ExportJob, SyncJob, frame_spans, unplaced_note
+from engine import pipeline
 from engine.errors import UsageError
 from engine.media.probe import probe
 from engine.pipeline import SyncSettings
@@ -25,7 +27,8 @@ class Recorder:
 
     def __init__(self, bridge: EngineBridge) -> None:
         self.events: list[tuple] = []
-        for name in ("started", "progress", "preview", "finished", "failed", "cancelled"):
+        for name in ("started", "progress", "preview", "unplaced", "finished", "failed",
+                     "cancelled"):
             getattr(bridge, name).connect(
                 lambda *args, name=name: self.events.append((name, time.monotonic(), *args)))
 
@@ -84,6 +87,50 @@ def test_sync_job_reports_progress_previews_and_result(qtbot, bridge, tmp_path):
     assert (image.width(), image.height()) == (512, 512) and not image.isNull()
     assert rec.ends() == [("started", job_id), ("finished", job_id)]
     assert rec.events.index(previews[-1]) < rec.events.index(end)
+    # One prepared session: its unplaced frames are reported once, before the first preview.
+    unplaced = rec.of("unplaced", job_id)
+    assert len(unplaced) == 1 and rec.events.index(unplaced[0]) < rec.events.index(previews[0])
+
+
+def test_sync_job_reports_the_session_s_unplaced_frames(qtbot, bridge, tmp_path, monkeypatch):
+    # Frames the face cannot be placed on, chosen here (inside the 1.0-2.5 s range) so the
+    # test does not depend on which frames the placement check gives up on.
+    chosen = [30, 31, 32, 33, 40]
+    sessions = []
+    real = pipeline.prepare_sync
+
+    def prepare(*args, **kwargs):
+        session = real(*args, **kwargs)
+        a = session.analysis
+        session.unplaced = np.zeros(len(a), bool)
+        session.unplaced[np.array(chosen) - a.start] = True
+        sessions.append(session)
+        return session
+
+    monkeypatch.setattr(pipeline, "prepare_sync", prepare)
+    rec = Recorder(bridge)
+    job_id = bridge.submit(sync_job(tmp_path / "out.mkv"))
+    end = wait_end(qtbot, rec, job_id)
+    assert end[0] == "finished", end
+    assert len(sessions) == 1 and sessions[0].unplaced_frames().tolist() == chosen
+    (event,) = rec.of("unplaced", job_id)
+    assert event[3] == [(30, 33), (40, 40)]
+    assert rec.events.index(event) < rec.events.index(end)
+    # The render's notes name them too.
+    assert "frames 30–33, 40 keep their own mouth: fix them" in "; ".join(end[4])
+    # A plain export prepares no session: no report.
+    video = make_video(tmp_path / "v.mp4", frames=10)
+    plain = bridge.submit(ExportJob(str(video), ExportSettings(str(tmp_path / "o.mp4"))))
+    assert wait_end(qtbot, rec, plain)[0] == "finished" and not rec.of("unplaced", plain)
+
+
+def test_unplaced_frames_as_spans_and_note():
+    assert frame_spans(np.array([], np.int64)) == []
+    assert frame_spans(np.array([7, 3, 4, 5, 9, 10, 4])) == [(3, 5), (7, 7), (9, 10)]
+    assert unplaced_note([(12, 12)]) == ("frame 12 keeps its own mouth: fix it with a "
+                                         "keep-original span or the mask tools")
+    many = unplaced_note([(k * 10, k * 10 + 1) for k in range(10)])
+    assert many.startswith("frames 0–1, 10–11, ") and "70–71, 2 more runs keep" in many
 
 
 @pytest.mark.parametrize("stage", ["faces", "export"])
@@ -120,7 +167,7 @@ def test_failure_gives_the_one_line_message(qtbot, bridge, tmp_path):
 
 def test_unexpected_errors_are_reported_and_the_worker_goes_on(qtbot, bridge, tmp_path):
     class Broken:
-        def run(self, progress, cancel, preview):
+        def run(self, progress, cancel, preview, unplaced):
             raise ZeroDivisionError("division by zero\nsecond line")
 
     rec = Recorder(bridge)

@@ -98,6 +98,7 @@ def test_timeline_with_a_clip_and_dub(qtbot, themed):
     tl.set_dub(PeakPyramid.build(shared_clip(DUB)), offset=1.6, name=DUB)
     tl.set_range(2.0, 7.5)
     tl.set_range_states([(2.0, 4.0, "rendered"), (4.0, 5.2, "rendering"), (5.2, 7.5, "stale")])
+    tl.set_unplaced([(75, 80), (150, 150), (200, 211)])  # frames keeping their own mouth
     tl.set_playhead(3.3)
     qtbot.waitUntil(lambda: all((k, exact) in tl._thumbs for n, frames, exact in
                                 [tl._thumb_slots(*tl.visible_range())] for k in frames),

@@ -271,3 +271,67 @@ def test_hour_long_waveforms_draw_from_peaks_fast(qtbot):
     print("\ntimeline redraw, 1-hour source + 30-min dub, 1600 px: " +
           ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in timings.items()))
     assert max(timings.values()) < 0.25
+
+
+def test_unplaced_frames_are_marked_in_the_state_lane(qtbot):
+    tl = make_timeline(qtbot)
+    tl.set_range_states([(1, 3, "rendered")])
+    tl.set_unplaced([(50, 59), (200, 200)])  # 2.00-2.36 s, and one frame at 8.00 s
+    shot = tl.grab().toImage()
+    offset = tl.canvas().mapTo(tl, QtCore.QPoint(0, 0))
+    lane = tl.lane_rect("states")
+    mark = QtGui.QColor(timeline_module.UNPLACED).name()
+
+    def colour(x: float, y: float) -> str:
+        return shot.pixelColor(round(x) + offset.x(), round(y) + offset.y()).name()
+
+    y = lane.center().y()
+    assert colour(tl.x_at(2.18), y) == mark  # inside the run
+    assert colour(tl.x_at(2.0) + 1, y) == mark and colour(tl.x_at(2.4) - 1, y) == mark
+    assert colour(tl.x_at(2.0) - 2, y) == "#3fae5a"  # the rendered bar around it
+    assert colour(tl.x_at(2.4) + 2, y) == "#3fae5a"
+    assert colour(tl.x_at(2.18), lane.top() - 2) == mark  # standing above the lane
+    assert colour(tl.x_at(8.02), y) == mark  # a single frame
+    assert colour(tl.x_at(6.0), y) != mark
+    # Zoomed out over an hour, one frame is still a mark a few pixels wide.
+    tl.set_clip(3600.0, FPS)
+    tl.set_unplaced([(25000, 25000)])  # 1000 s
+    shot = tl.grab().toImage()
+    x = tl.x_at(1000.02)
+    assert {colour(x + dx, y) for dx in (-1, 0, 1)} == {mark}
+    assert colour(x - 4, y) != mark and colour(x + 4, y) != mark
+    assert tl.unplaced_at(x + 1, y) == (25000, 25000)
+    tl.set_clip(10.0, FPS)
+    assert tl.unplaced == []  # a new clip has none
+
+
+def test_clicking_an_unplaced_mark_moves_the_playhead_to_its_first_frame(qtbot):
+    tl = make_timeline(qtbot)
+    tl.set_ranges([(1.0, 3.0), (5.0, 6.0)], selected=1)
+    tl.set_unplaced([(50, 59)])
+    moved, selected = [], []
+    tl.playhead_moved.connect(moved.append)
+    tl.range_selected.connect(selected.append)
+    y = round(tl.lane_rect("states").center().y())
+    qtbot.mouseClick(tl.canvas(), Qt.MouseButton.LeftButton,
+                     pos=QtCore.QPoint(round(tl.x_at(2.3)), y))
+    assert moved == [pytest.approx(2.0)] and tl.playhead == pytest.approx(2.0)
+    assert selected == []  # the mark, not the range under it
+    # Beside the mark, the state lane still selects the range.
+    qtbot.mouseClick(tl.canvas(), Qt.MouseButton.LeftButton,
+                     pos=QtCore.QPoint(round(tl.x_at(1.5)), y))
+    assert selected == [0] and moved == [pytest.approx(2.0)]
+    # Its tooltip says what happened and how to fix it.
+    def hover(seconds: float) -> None:
+        pos = QtCore.QPoint(round(tl.x_at(seconds)), y)
+        QtWidgets.QApplication.sendEvent(tl.canvas(), QtGui.QHelpEvent(
+            QtCore.QEvent.Type.ToolTip, pos, tl.canvas().mapToGlobal(pos)))
+
+    hover(2.1)
+    text = QtWidgets.QToolTip.text()
+    assert text.startswith("10 frames keep their own mouth (00:00:02:00–00:00:02:09)")
+    assert "keep-original span or the mask tools" in text
+    hover(5.5)
+    qtbot.waitUntil(lambda: not QtWidgets.QToolTip.isVisible())  # none away from the marks
+    assert tl.unplaced_at(tl.x_at(2.1), tl.lane_rect("video").center().y()) is None
+    assert tl.unplaced_tooltip((3, 3)).startswith("1 frame keeps its own mouth (00:00:00:03)")

@@ -11,7 +11,8 @@ are sized in screen pixels, and every draw covers only the visible span:
   worker thread, in slots of a power-of-two number of frames so zooming re-uses them.
 
 Mouse (on the canvas): click or drag in the ruler or on an empty lane moves the playhead
-(frame-snapped); drag the in/out brackets in the ruler to change the range; drag the dub clip to
+(frame-snapped); a click on an unplaced-frames mark in the state lane moves it to the mark's first
+frame; drag the in/out brackets in the ruler to change the range; drag the dub clip to
 change its offset (whole frames, snapping to the playhead, in/out, clip and range-state edges
 within a few pixels); middle-drag pans; the wheel zooms around the cursor; Shift+wheel or a
 horizontal wheel scrolls. Signals are emitted for user actions only, never for API calls.
@@ -23,7 +24,7 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pyqtgraph as pg
@@ -40,6 +41,10 @@ from ui import theme
 Qt = QtCore.Qt
 
 RANGE_STATES = ("rendered", "stale", "rendering")
+# Frames that keep their own mouth: a warning red-orange, apart from the stale bars' amber.
+UNPLACED = "#ff5530"
+UNPLACED_MIN_PX = 3  # a single frame stays visible and clickable zoomed out
+UNPLACED_RISE = 4  # marks stand this far above the state lane, into the ruler
 
 RULER_H = 26  # timecode ruler
 STATE_H = 5  # render-state bar under the ruler
@@ -249,6 +254,13 @@ class _Ruler(_Item):
             if x1 > x0 and i != tl._selected:
                 p.setPen(QtGui.QPen(theme.color(theme.ACCENT, 170), 1))
                 p.drawRect(QtCore.QRectF(x0 + 0.5, y0 + 0.5, max(x1 - x0 - 1, 1.0), y1 - y0 - 1))
+        # Frames that keep their own mouth, on top: each run a mark to click and fix.
+        top = d.y(lay.states[0]) - UNPLACED_RISE
+        for span in tl._unplaced:
+            x0, x1 = tl._mark_extent(span, d.x)
+            if x1 > left and x0 < right:  # on whole pixels: crisp edges
+                p.fillRect(QtCore.QRectF(math.floor(x0), top, math.ceil(x1) - math.floor(x0),
+                                         y1 - top), theme.color(UNPLACED))
 
 
 def _tick_steps(fps: float, px_per_frame: float, label_w: float) -> tuple[int, int | None]:
@@ -515,6 +527,7 @@ class Timeline(QtWidgets.QWidget):
         self._states: list[tuple[float, float, str]] = []
         self._ranges: list[tuple[float, float]] = []  # every sync range; the selected one is _range
         self._selected: int | None = None
+        self._unplaced: list[tuple[int, int]] = []  # runs of frames (first, last) to mark
         self._snap_at: float | None = None
         self._drag: _Drag | None = None
         self._view = (0.0, 10.0)
@@ -595,6 +608,7 @@ class Timeline(QtWidgets.QWidget):
         self._playhead = 0.0
         self._range = None
         self._states = []
+        self._unplaced = []
         self.fit_view()
         self._changed()
 
@@ -656,6 +670,48 @@ class Timeline(QtWidgets.QWidget):
                                  f"{', '.join(RANGE_STATES)}")
         self._states = [(float(a), float(b), s) for a, b, s in states]
         self._changed()
+
+    def set_unplaced(self, spans: Sequence[tuple[int, int]]) -> None:
+        """Runs of clip frames (first, last, inclusive) that keep their own mouth because the
+        face could not be placed: marked in the state lane, with a tooltip; a click on a mark
+        moves the playhead to its first frame."""
+        self._unplaced = sorted((int(a), int(b)) for a, b in spans)
+        self._changed()
+
+    @property
+    def unplaced(self) -> list[tuple[int, int]]:
+        return list(self._unplaced)
+
+    def unplaced_at(self, x: float, y: float) -> tuple[int, int] | None:
+        """The unplaced-frames mark under canvas pixel (x, y), if any."""
+        y0, y1 = self._layout.states
+        if not y0 - UNPLACED_RISE <= y < y1:
+            return None
+        best, distance = None, math.inf
+        for span in self._unplaced:  # the nearest, where marks zoomed out touch
+            x0, x1 = self._mark_extent(span, self.x_at)
+            if x0 - 1 <= x <= x1 + 1 and abs((x0 + x1) / 2 - x) < distance:
+                best, distance = span, abs((x0 + x1) / 2 - x)
+        return best
+
+    def unplaced_tooltip(self, span: tuple[int, int]) -> str:
+        """What a mark's tooltip says: how many frames, where, why and how to fix them."""
+        first, last = span
+        n = last - first + 1
+        where = self.timecode(self._frame_time(first))
+        if n > 1:
+            where += f"–{self.timecode(self._frame_time(last))}"
+        whose = "s keep their" if n > 1 else " keeps its"
+        return (f"{n} frame{whose} own mouth ({where}): the face could not be placed; fix "
+                "with a keep-original span or the mask tools. Click to go to the first.")
+
+    def _mark_extent(self, span: tuple[int, int],
+                     x_of: Callable[[float], float]) -> tuple[float, float]:
+        """Left and right pixels of a mark (``x_of``: seconds to pixels), at least
+        UNPLACED_MIN_PX wide, centred on its frames."""
+        x0, x1 = x_of(self._frame_time(span[0])), x_of(self._frame_time(span[1] + 1))
+        grow = max(UNPLACED_MIN_PX - (x1 - x0), 0.0) / 2
+        return x0 - grow, x1 + grow
 
     def timecode(self, seconds: float) -> str:
         """``seconds`` as the ruler shows it: source timecode at the clip's rate (drop-frame
@@ -887,6 +943,14 @@ class Timeline(QtWidgets.QWidget):
             if kind == QtCore.QEvent.Type.Wheel:
                 self._wheel(event)
                 return True
+            if kind == QtCore.QEvent.Type.ToolTip:
+                mark = self.unplaced_at(event.pos().x(), event.pos().y())
+                if mark is None:
+                    QtWidgets.QToolTip.hideText()
+                else:
+                    QtWidgets.QToolTip.showText(event.globalPos(), self.unplaced_tooltip(mark),
+                                                obj)
+                return True
         return super().eventFilter(obj, event)
 
     def _press(self, event: QtGui.QMouseEvent) -> None:
@@ -898,6 +962,13 @@ class Timeline(QtWidgets.QWidget):
             self.canvas().setCursor(Qt.CursorShape.ClosedHandCursor)
             return
         if event.button() != Qt.MouseButton.LeftButton:
+            return
+        mark = self.unplaced_at(x, y)
+        if mark is not None:
+            before = self._playhead
+            self._move_playhead(self._frame_time(mark[0]))
+            if self._playhead != before:
+                self.playhead_moved.emit(self._playhead)
             return
         handle = self._handle_at(x, y)
         picked = self._range_at(x, y) if handle is None else None
@@ -950,7 +1021,9 @@ class Timeline(QtWidgets.QWidget):
             self.zoom(1.25 ** (dy / 120), self.time_at(event.position().x()))
 
     def _hover(self, x: float, y: float) -> None:
-        if self._handle_at(x, y) is not None:
+        if self.unplaced_at(x, y) is not None:
+            self.canvas().setCursor(Qt.CursorShape.PointingHandCursor)
+        elif self._handle_at(x, y) is not None:
             self.canvas().setCursor(Qt.CursorShape.SizeHorCursor)
         elif self._on_dub(x, y):
             self.canvas().setCursor(Qt.CursorShape.OpenHandCursor)
