@@ -8,11 +8,13 @@ through the :class:`EngineBridge`, one at a time.
 
 Ranges: the project's ranges are the sync ranges; one is selected and shown as the timeline's
 in/out. I and O move the selected range's edges (or create one); "New range" deselects so the
-next I/O starts another. Render states are not stored: each render remembers the range,
-settings and dub offset it was made with, and is "rendered" while they still match the project
-(undo brings a render back), "stale" otherwise, "rendering" while its job runs. The frames a
-render leaves with their own mouth (the face could not be placed) are marked on the timeline
-from the moment its session is prepared, the newest render's over its range.
+next range starts at the playhead (O ends it) or where I marks. Ranges never overlap
+(:mod:`desktop.range_marks` refuses marks that would, and stops dragged edges at neighbours).
+Render states are not stored: each render remembers the range, settings and dub offset it was
+made with, and is "rendered" while they still match the project (undo brings a render back),
+"stale" otherwise, "rendering" while its job runs. The frames a render leaves with their own
+mouth (the face could not be placed) are marked on the timeline from the moment its session is
+prepared, the newest render's over its range.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ from desktop.inspector import Inspector
 from desktop.jobs_panel import JobsPanel
 from desktop.mask_editing import MaskEditing, PreviewSpec
 from desktop.model_download import ensure_model
+from desktop.range_marks import RangeMarks, clamp_drag
 from desktop.relink_dialog import ask_relink
 from desktop.settings import Settings
 from engine.errors import RedubError
@@ -189,12 +192,12 @@ class Render:
 @dataclass
 class _Snapshot:
     ranges: list[SyncRange]
-    offsets: list[float]
+    dubs: list[DubTrack]
     selected: int | None
 
 
 class _EditCommand(QtGui.QUndoCommand):
-    """A project edit as before/after snapshots of its ranges, offsets and selection."""
+    """A project edit as before/after snapshots of its ranges, dubs and selection."""
 
     def __init__(self, window: MainWindow, text: str, kind: str, before: _Snapshot,
                  after: _Snapshot) -> None:
@@ -235,10 +238,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.clip: ClipInfo | None = None
         self.selected: int | None = None
         self.renders: list[Render] = []
+        self._dub_peaks: dict[str, PeakPyramid] = {}  # dub path -> waveform, for undo
         self.analysis: FaceAnalysis | None = None
         self.time = 0.0
         self.frame_index = 0
-        self.play_state = "stopped"
         self._source_rgb: np.ndarray | None = None
         self._previews: dict[int, np.ndarray] = {}  # frame index -> newest render preview
         self._result_at: int | None = None  # frame index of the last decoded result
@@ -294,13 +297,16 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self.playback.frame_ready.connect(self._on_frame)
         self.playback.position_changed.connect(self._on_position)
-        self.playback.state_changed.connect(self._on_play_state)
         self.playback.notice.connect(lambda text: self.statusBar().showMessage(text, 5000))
         self.timeline.playhead_moved.connect(self.playback.scrub)
         self.timeline.range_changed.connect(self._on_timeline_range)
         self.timeline.range_selected.connect(self.select_range)
         self.timeline.dub_offset_changed.connect(self._on_timeline_offset)
-        self.viewer.clicked.connect(self._on_viewer_click)
+        self.viewer.target_picked.connect(self._on_viewer_click)
+        self.viewer.picking_changed.connect(self.inspector.pick.setChecked)
+        self.inspector.pick.toggled.connect(self.viewer.set_picking)
+        self.inspector.committed.connect(self.viewer.setFocus)  # keys drive the transport again
+        self.inspector.timecode = self.timeline.timecode
         self.inspector.edited.connect(self._on_inspector_edit)
         self.inspector.target_cleared.connect(lambda: self._on_inspector_edit("target", None))
         self.mask_editing.follow(self.timeline)
@@ -322,6 +328,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._analysis_timer.timeout.connect(self._analyze)
         self._exports: dict[int, str] = {}
         self._analysis_job: tuple[int, AnalysisJob] | None = None
+        self._marks = RangeMarks(self.timeline.timecode, self._span)
+        self._new_in: float | None = None  # where N left the playhead: the next range's in
 
         self.resize(1440, 900)
         self.resizeDocks([self.inspector_dock, self.jobs_dock], [420, 300],
@@ -401,6 +409,7 @@ class MainWindow(QtWidgets.QMainWindow):
             a.setCheckable(True)
             a.setChecked(mode == "source")
             audio.addAction(a)
+        self.transport_actions = p.actions()  # enabled with a clip (_refresh)
         r = bar.addMenu("&Render")
         self.render_action = self._action(r, "&Render Range", self.render_range, K("R"))
         v = bar.addMenu("&View")
@@ -511,20 +520,28 @@ class MainWindow(QtWidgets.QMainWindow):
 
         def loaded(result: tuple[MediaRef, PeakPyramid]) -> None:
             ref, peaks = result
-            before = self._snapshot()
-            self.project.dubs = [DubTrack(ref)]
-            self.undo_stack.clear()  # snapshots hold offsets per dub track: start afresh
-            self._set_dirty(True)
-            self._show_dub(peaks)
-            self._restore(before)
+
+            def change() -> None:
+                self.project.dubs = [DubTrack(ref)]
+                self._show_dub(peaks)
+            self._edit("Replace Dub" if self.project.dubs else "Import Dub", "dub", change)
 
         self.tasks.run("dub", lambda: _load_dub(path), loaded, self._error("Cannot use dub"))
 
-    def _show_dub(self, peaks: PeakPyramid) -> None:
-        dub = self.project.dubs[0]
-        self.timeline.set_dub(peaks, dub.media.duration, dub.offset,
-                              os.path.basename(dub.media.path))
+    def _show_dub(self, peaks: PeakPyramid | None = None) -> None:
+        """The project's dub (or none) on the timeline and in playback; ``peaks``, the new
+        dub's waveform, are kept for undo and redo to bring it back."""
+        dub = self.project.dubs[0] if self.project.dubs else None
+        if dub is None:
+            self.timeline.clear_dub()
+        else:
+            if peaks is not None:
+                self._dub_peaks[dub.media.path] = peaks
+            self.timeline.set_dub(self._dub_peaks.get(dub.media.path), dub.media.duration,
+                                  dub.offset, os.path.basename(dub.media.path))
+        at = self.time
         self._set_media()
+        self.playback.seek(at)  # another dub is no reason to leave the frame
 
     def _set_media(self) -> None:
         dub = self.project.dubs[0] if self.project.dubs else None
@@ -537,6 +554,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.project, self.project_path, self.clip = project, path, clip
         self.recovery = Recovery(path)
         self.renders.clear()
+        self._dub_peaks.clear()
         self._previews.clear()
         self._result_rgb = self._result_at = None
         self.analysis = None
@@ -600,13 +618,31 @@ class MainWindow(QtWidgets.QMainWindow):
     def new_project(self) -> None:
         if not self._maybe_keep_changes():
             return
+        self.playback.pause()
+        for kind in list(self.tasks.pending):
+            self.tasks.forget(kind)  # answers about the old project
+        # The old project's renders and analysis are of no use now; exports still finish.
+        jobs = [r.job for r in self.renders if r.running]
+        if self._analysis_job is not None:
+            jobs.append(self._analysis_job[0])
+        for job_id in jobs:
+            self.bridge.cancel(job_id)
+        self._analysis_timer.stop()
         self.project = self.clip = self.project_path = None
-        self.selected = None
+        self.recovery = Recovery(None)
+        self.selected = self.analysis = self._analysis_job = self._new_in = None
         self.renders.clear()
+        self._dub_peaks.clear()
+        self._previews.clear()
+        self._result_rgb = self._result_at = None
+        self.time, self.frame_index = 0.0, 0
         self.undo_stack.clear()
+        self.mask_editing.set_editing(False)
+        self.mask_editing.set_project(None)
         self.viewer.clear()
         self._source_rgb = None
-        self.timeline.clear_dub()
+        self.timeline.clear()
+        self.status_time.setText("--:--:--:--")
         self._set_dirty(False)
         self._refresh()
 
@@ -696,15 +732,17 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- edits (undoable) ----------------------------------------------------------------
     def _snapshot(self) -> _Snapshot:
-        return _Snapshot(copy.deepcopy(self.project.ranges),
-                         [d.offset for d in self.project.dubs], self.selected)
+        return _Snapshot(copy.deepcopy(self.project.ranges), copy.deepcopy(self.project.dubs),
+                         self.selected)
 
     def _restore(self, snap: _Snapshot) -> None:
         self.project.ranges = copy.deepcopy(snap.ranges)
-        for dub, offset in zip(self.project.dubs, snap.offsets):
-            dub.offset = offset
+        swapped = [d.media for d in self.project.dubs] != [d.media for d in snap.dubs]
+        self.project.dubs = copy.deepcopy(snap.dubs)
         self.selected = snap.selected
-        if self.project.dubs:
+        if swapped:
+            self._show_dub()
+        elif self.project.dubs:
             self.timeline.set_dub_offset(self.project.dubs[0].offset)
             self.playback.set_dub_offset(self.project.dubs[0].offset)
         self._refresh()
@@ -719,9 +757,16 @@ class MainWindow(QtWidgets.QMainWindow):
         self._set_dirty(True)
 
     def set_range(self, start: float, end: float, kind: str = "range") -> None:
-        """Set the selected range's edges (creating the range when none is selected)."""
+        """Set the selected range's edges (creating the range when none is selected); an edit
+        that would overlap another range is refused, saying why."""
         if self.project is None or not end > start:
             return
+        refused = self._marks.check(self._spans(), self.selected, start, end)
+        if refused is not None:
+            self.statusBar().showMessage(refused, 6000)
+            self._refresh()  # the timeline may show the refused edges
+            return
+        self._new_in = None
 
         def change() -> None:
             if self.selected is None:
@@ -736,17 +781,25 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.clip is None:
             return
         t = float(self.clip.times[self.frame_index])
-        r = self._range()
-        end = r.end if r is not None and r.end > t else self.clip.duration
-        self.set_range(t, end, "mark")
+        self._set_marked(self._marks.mark_in(self._spans(), self.selected, t,
+                                             self.clip.duration))
 
     def mark_out(self) -> None:
         if self.clip is None:
             return
         t = self.clip.frame_end(self.frame_index)  # out includes the frame under the playhead
-        r = self._range()
-        start = r.start if r is not None and r.start < t else 0.0
-        self.set_range(start, t, "mark")
+        self._set_marked(self._marks.mark_out(self._spans(), self.selected,
+                                              float(self.clip.times[self.frame_index]), t,
+                                              self._new_in))
+
+    def _set_marked(self, marked: tuple[float, float] | str) -> None:
+        if isinstance(marked, str):
+            self.statusBar().showMessage(marked, 6000)
+        else:
+            self.set_range(*marked, "mark")
+
+    def _spans(self) -> list[tuple[float, float]]:
+        return [(r.start, r.end) for r in self.project.ranges] if self.project else []
 
     def select_range(self, index: int) -> None:
         """Make range ``index`` the one I/O, the inspector and Render work on."""
@@ -756,8 +809,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self._refresh()
 
     def new_range(self) -> None:
-        """Deselect: the next I or O starts another range."""
+        """Deselect: the next range starts at the playhead (O ends it), or where I marks."""
         self.selected = None
+        self._new_in = None
+        if self.clip is not None:
+            message, self._new_in = self._marks.new_range(
+                self._spans(), float(self.clip.times[self.frame_index]))
+            self.statusBar().showMessage(message, 6000)
         self._refresh()
 
     def delete_range(self) -> None:
@@ -788,6 +846,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._edit(f"Change {name.replace('_', ' ')}", f"setting:{name}", change)
 
     def _on_timeline_range(self, start: float, end: float) -> None:
+        if self.selected is not None and self.clip is not None:  # a trim stops at a neighbour
+            start, end = clamp_drag(self._spans(), self.selected, start, end, self.clip.duration)
         self.set_range(start, end, "drag")
 
     def _on_timeline_offset(self, seconds: float) -> None:
@@ -797,7 +857,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.set_range_setting(name, value)
 
     def _on_viewer_click(self, x: float, y: float) -> None:
-        """A click on the picture picks the face there as the selected range's target."""
+        """A deliberate pick (Pick Face, then a click; or Alt+click) on the picture makes the
+        face there the selected range's target."""
         if self._range() is None:
             self.statusBar().showMessage("Mark a range (I, O) to pick its target face", 4000)
             return
@@ -864,6 +925,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self.project.export = prefs
         self._set_dirty(True)
         self.settings.set_last_folder("export", prefs.output)
+        # Projects saved before overlaps were refused may hold some: say so in timecode here
+        # rather than let the engine refuse them in seconds.
+        overlap = self._marks.overlap(self._spans()) if ranges_only and self.project.dubs \
+            else None
+        if overlap is not None:
+            QtWidgets.QMessageBox.warning(self, "Cannot export", overlap)
+            return None
         try:
             if self.project.dubs:
                 job: SyncJob | ExportJob = SyncJob.from_project(self.project, output=prefs.output)
@@ -903,9 +971,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._previews[index] = rgb
         while len(self._previews) > 120:  # memory cap: a few seconds of previews
             del self._previews[next(iter(self._previews))]
-        if self.play_state != "playing":
-            # Follow the render: the source of the same frame arrives through frame_ready.
-            self.playback.seek(float(self.clip.times[index]))
+        if index == self.frame_index:
+            self._show()  # the frame the editor is on, as it renders; the playhead stays put
 
     def _on_job_finished(self, job_id: int, path: str, notes: list) -> None:
         if self._analysis_job is not None and self._analysis_job[0] == job_id:
@@ -982,6 +1049,8 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- playback and pictures -----------------------------------------------------------
     def _on_frame(self, index: int, rgb: Any) -> None:
+        if self.clip is None:
+            return  # a frame of a clip closed since (New Project)
         if self.first_frame_at is None:
             self.first_frame_at = time.monotonic()
         self.frame_index = index
@@ -1027,12 +1096,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tasks.run("result", decode, decoded, lambda exc: None)
 
     def _on_position(self, seconds: float) -> None:
+        if self.clip is None:
+            return  # the clip was closed (New Project)
         self.time = float(seconds)
         self.timeline.set_playhead(self.time)
         self.status_time.setText(self.timeline.timecode(self.time))
-
-    def _on_play_state(self, state: str) -> None:
-        self.play_state = state
 
     def shuttle(self, direction: int) -> None:
         """J/L as in editors: each press in the same direction doubles the speed (up to 8x)."""
@@ -1129,6 +1197,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.render_action.setEnabled(r is not None and bool(self.project.dubs))
         self.export_action.setEnabled(has_clip)
         self.save_action.setEnabled(has_clip)
+        for action in self.transport_actions:
+            action.setEnabled(has_clip)
         self.empty_hint.setVisible(self._source_rgb is None)
         self._update_title()
         self._show_overlay()
@@ -1157,7 +1227,7 @@ class MainWindow(QtWidgets.QMainWindow):
         # Space here, not as a shortcut: the viewer sees it first (Space+drag pans) and passes
         # it on, and a held key's auto-repeat must not toggle play over and over.
         if event.key() == Qt.Key.Key_Space and not event.modifiers():
-            if not event.isAutoRepeat():
+            if not event.isAutoRepeat() and self.clip is not None:
                 self.playback.toggle()
             event.accept()
             return

@@ -286,8 +286,8 @@ def test_render_preview_cancel_and_export_on_a_shared_clip(qtbot, window, tmp_pa
     go_to_frame(qtbot, window, 30)
     assert window.viewer._overlay["box"] is not None
 
-    # Target picking: a click on the face sets the range's target at the current time.
-    window.viewer.clicked.emit(256.0, 250.0)
+    # Target picking: a deliberate pick on a face sets the range's target (at the playhead).
+    window.viewer.target_picked.emit(256.0, 250.0)
     assert window.project.ranges[0].settings.target == Target(256.0, 250.0, 1.2)
     assert "256" in window.inspector.target.text()
     window.undo_stack.undo()

@@ -612,6 +612,25 @@ class Timeline(QtWidgets.QWidget):
         self.fit_view()
         self._changed()
 
+    def clear(self) -> None:
+        """No clip: empty lanes, no ranges, states or marks, the playhead at 0."""
+        self._loader.stop()
+        self._clip_generation = self._loader.generation  # queued thumbnails are the old clip's
+        self._duration = self._fps = 0.0
+        self._drop_frame, self._start_frame = False, 0
+        self._times, self._info = np.zeros(0), None
+        self._thumb_path, self._probing = None, False
+        self._thumbs.clear()
+        self._source_peaks = None
+        self._dub_peaks, self._dub_duration, self._dub_offset = None, 0.0, 0.0
+        self._dub_name = "Dub"
+        self._playhead = 0.0
+        self._range, self._ranges, self._selected = None, [], None
+        self._states, self._unplaced = [], []
+        self._drag = self._snap_at = None
+        self.fit_view()
+        self._changed()
+
     def set_source_peaks(self, peaks: PeakPyramid | None) -> None:
         """The source waveform, e.g. once ``cached_peaks`` has finished in the background."""
         self._source_peaks = peaks

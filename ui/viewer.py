@@ -7,6 +7,9 @@ vertically.
 
 Mouse: wheel zooms around the cursor; middle-drag or Space+drag pans; left-click emits
 :attr:`Viewer.clicked` in frame pixels; in split mode, dragging the wipe line moves it.
+Picking a target face is deliberate, never a stray click: a click while picking is armed
+(:meth:`Viewer.set_picking`, one shot; Escape disarms) or an Alt+click emits
+:attr:`Viewer.target_picked` instead.
 Keys: ``+``/``-`` zoom around the centre, ``Shift+Z`` or ``F`` fits, ``1`` shows 100 %.
 Space is noted for panning but ignored, so it still reaches the window (play/pause).
 """
@@ -69,6 +72,8 @@ class Viewer(QtWidgets.QWidget):
     """Shows a source frame and optionally a result frame, compared in one of four modes."""
 
     clicked = QtCore.Signal(float, float)  # frame pixel coordinates (x, y)
+    target_picked = QtCore.Signal(float, float)  # frame pixels of a deliberate face pick
+    picking_changed = QtCore.Signal(bool)
     wipe_moved = QtCore.Signal(float)  # split position, fraction of the frame width
     zoom_changed = QtCore.Signal(float)  # scale (widget pixels per frame pixel, vertically)
 
@@ -96,6 +101,7 @@ class Viewer(QtWidgets.QWidget):
         self._drag: str | None = None  # "pan" or "wipe" while a button is held
         self._drag_from = QtCore.QPointF()
         self._space = False
+        self._picking = False
 
     # -- data ----------------------------------------------------------------------------
     def set_frames(self, source: np.ndarray, result: np.ndarray | None = None) -> None:
@@ -154,6 +160,19 @@ class Viewer(QtWidgets.QWidget):
 
     def compare_mode(self) -> CompareMode:
         return self._mode
+
+    def set_picking(self, on: bool) -> None:
+        """Arm (or disarm) a one-shot target pick: the next click on the picture picks."""
+        if on != self._picking:
+            self._picking = bool(on)
+            if on:
+                self.setCursor(Qt.CursorShape.CrossCursor)
+            else:
+                self.unsetCursor()
+            self.picking_changed.emit(self._picking)
+
+    def is_picking(self) -> bool:
+        return self._picking
 
     def set_wipe(self, fraction: float) -> None:
         """Split position as a fraction of the frame width (source left, result right)."""
@@ -412,7 +431,11 @@ class Viewer(QtWidgets.QWidget):
             x, y = self.map_to_frame(pos)
             w, h = self.frame_size()
             if -0.5 <= x < w - 0.5 and -0.5 <= y < h - 0.5:
-                self.clicked.emit(x, y)
+                if self._picking or event.modifiers() & Qt.KeyboardModifier.AltModifier:
+                    self.set_picking(False)
+                    self.target_picked.emit(x, y)
+                else:
+                    self.clicked.emit(x, y)
         event.accept()
 
     def mouseMoveEvent(self, event: QtGui.QMouseEvent) -> None:
@@ -448,6 +471,8 @@ class Viewer(QtWidgets.QWidget):
             self.fit()
         elif key == Qt.Key.Key_1:
             self.actual_size()
+        elif key == Qt.Key.Key_Escape and self._picking:
+            self.set_picking(False)
         else:
             super().keyPressEvent(event)
 
@@ -469,7 +494,9 @@ class Viewer(QtWidgets.QWidget):
         return abs(pos.x() - x) <= _WIPE_GRAB_PX and rect.top() <= pos.y() <= rect.bottom()
 
     def _update_cursor(self, pos: QtCore.QPointF) -> None:
-        if self._space:
+        if self._picking:
+            self.setCursor(Qt.CursorShape.CrossCursor)
+        elif self._space:
             self.setCursor(Qt.CursorShape.OpenHandCursor)
         elif self._on_wipe(pos):
             self.setCursor(Qt.CursorShape.SplitHCursor)
