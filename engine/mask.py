@@ -41,6 +41,15 @@ OUTER_LIPS = np.arange(48, 60)
 # past the old ones, while the soft edge still stops short of the nose (the upper lip is about a
 # quarter of an inter-ocular distance below it).
 LIPS_MARGIN = 0.08
+# Where a generated chin is higher than the target's, the blend is whole down to the target's
+# chin (jaw points 4..12) and fades out a feather below it, on the neck, hiding the target's
+# chin contour; reaching further would bring in more of the donor's neck, which may be its
+# collar or the shadow under its chin. Full cover from a rise of CHIN_RISE_FULL face sizes on.
+CHIN_JAW = np.arange(4, 13)
+# How freely each of those points may rise: the chin, not the jaw's sides, where pushing the
+# cover down would reach past the face's outline onto hair or background.
+CHIN_WEIGHT = np.array([0.0, 0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0, 0.0])
+CHIN_RISE_FULL = 0.04
 # A landmark mask's distance field is sampled every feather / _COARSE_FEATHER pixels (1 to 4).
 _COARSE_FEATHER = 6.0
 
@@ -123,6 +132,42 @@ def face_scale(landmarks: np.ndarray) -> float:
     mouth = (pts[48] + pts[54]) / 2
     return max(float(np.linalg.norm(right - left)),
                float(np.linalg.norm(mouth - (left + right) / 2)), 1.0)
+
+
+def face_down(to_face: np.ndarray) -> np.ndarray:
+    """Unit vector, in frame pixels, pointing down the face (from the brows to the chin)."""
+    down = geo.invert(np.asarray(to_face, np.float64))[:, 1]
+    return down / np.linalg.norm(down)
+
+
+def chin_cover(target: np.ndarray, generated: np.ndarray, to_face: np.ndarray, box: Box,
+               settings: MaskSettings = MaskSettings()) -> np.ndarray:
+    """What a generated chin drawn higher than the target's adds to the mask (crop ``box``)
+    under the target's chin; 0 elsewhere.
+
+    A new chin drawn above the target's leaves the target's own chin contour beside it, at the
+    lower-face mask's edge, as a second jaw: this covers it with the generated picture's neck,
+    so the soft edge falls on the neck. It grows with the rise; there is none where the
+    generated chin is not higher, nor for a lips mask (which leaves the chin).
+    """
+    if settings.kind != "lower_face":
+        return np.zeros(_shape(box), np.float32)
+    scale = face_scale(target)
+    down = face_down(to_face)
+    jaw = np.asarray(target, np.float64)[CHIN_JAW]
+    rise = (jaw - np.asarray(generated, np.float64)[CHIN_JAW]) @ down / scale
+    t = np.clip(rise / CHIN_RISE_FULL, 0, 1)
+    # The target's lower-face mask with its chin lowered so that the mask is 1 down to the
+    # chin and 0 a feather below it.
+    lower_by = max(settings.feather / 2 - settings.dilation, 0.0) * scale
+    depth = CHIN_WEIGHT * t * t * (3 - 2 * t) * lower_by
+    if depth.max() <= 0:
+        return np.zeros(_shape(box), np.float32)
+    lowered = np.array(target, np.float64)
+    lowered[CHIN_JAW] += depth[:, None] * down
+    cover = landmark_mask(lowered, box, settings)
+    cover[cover <= landmark_mask(target, box, settings)] = 0
+    return cover
 
 
 def landmark_polygon(landmarks: np.ndarray, kind: MaskKind) -> np.ndarray:

@@ -30,7 +30,8 @@ from engine.face.analysis import FaceAnalysis, NoFaceError, Target, analyze_rang
 from engine.face.refine import refine_landmarks
 from engine.lipsync.backend import Generated, SyncContext, create_generator
 from engine.lipsync.retrieval import even_box
-from engine.mask import MaskSettings, face_scale, frame_mask, landmark_mask, landmark_polygon
+from engine.mask import (MaskSettings, chin_cover, face_scale, frame_mask, landmark_mask,
+                         landmark_polygon)
 from engine.maskedit import KEEP_FADE, NO_EDITS, Corrections, FrameEdits, keep_fade
 from engine.media.audio import read_audio
 from engine.media.frame import Frame
@@ -399,15 +400,25 @@ def _blend(frame: Frame, gen, analysis, k: int, settings: SyncSettings,
     x0, y0, x1, y1 = gen.box
     original = frame.rgb_region(x0, y0, x1, y1)
     fixes = fixes or NO_EDITS
-    # The generated mouth's outline joins the target's (a chin that drops lower), unless the
-    # outline was edited: that is the user's word on where the mouth may change.
-    generated = None if fixes.outline is not None else landmark_mask(gen.landmarks, gen.box,
-                                                                     settings.mask)
+    # The generated mouth's outline joins the target's (a chin that drops lower), and so does
+    # the neck under the target's chin where the generated chin is higher, unless the outline
+    # was edited: that is the user's word on where the mouth may change.
+    generated = cover = None
+    if fixes.outline is None:
+        cover = chin_cover(analysis.landmarks[k], gen.landmarks, analysis.transforms[k], gen.box,
+                           settings.mask)
+        generated = np.maximum(landmark_mask(gen.landmarks, gen.box, settings.mask), cover)
     mask = frame_mask(analysis.landmarks[k], gen.box, analysis.transforms[k], settings.mask,
                       fixes.overrides, outline=fixes.outline, union=generated)
     if fixes.keep > 0:
         mask *= np.float32(1.0 - fixes.keep)
-    image = match_mean(gen.image, original, mask) if settings.color_match else gen.image
+    if settings.color_match:
+        # Colour is matched on the soft edge where both pictures show the same skin: not on
+        # the neck under a covered chin, where the target shows its chin or collar instead.
+        edge = mask if cover is None else np.where(cover > 0, np.float32(1), mask)
+        image = match_mean(gen.image, original, edge)
+    else:
+        image = gen.image
     blended = pyramid_blend(original, image, mask)
     return frame.with_region(x0, y0, blended, mask=mask)
 

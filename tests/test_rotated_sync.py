@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from engine.lipsync.retrieval import even_box
-from engine.lipsync.warp import warp_lower_face
-from engine.mask import face_scale, landmark_mask
+from engine.lipsync.warp import CHIN_RISE, warp_lower_face
+from engine.mask import face_down, face_scale, landmark_mask
 from engine.media.audio import read_audio
 from engine.media.frame import Frame, av_from_planes, planes_from_av
 from engine.media.probe import probe
@@ -110,10 +110,13 @@ def test_a_rotated_clip_resyncs_exactly_like_the_upright_one(tmp_path, clips, du
 
 
 def test_the_new_mouth_stays_inside_the_target_jaw(clips, dub):
-    # A donor chin pasted below the target's (or left above it) is a second jaw line: the
-    # edit must stay inside the target's own lower-face mask.
+    # A donor chin pasted below the target's is a second jaw line: the edit must stay inside
+    # the target's own lower-face mask, except under the chin, where a chin that rises covers
+    # the target's chin contour with the donor's neck, fading out a feather below it.
     session = prepare_sync(clips[0], dub)
     mask_settings = SyncSettings().mask
+    under_reach = mask_settings.feather  # the soft edge, on the neck
+    covered = 0
     try:
         edited = session.edited_frames()
         assert len(edited) >= 20
@@ -124,14 +127,24 @@ def test_the_new_mouth_stays_inside_the_target_jaw(clips, dub):
                 out = session.render_frame(frame)
                 box = (0, 0, frame.width, frame.height)
                 mask = landmark_mask(a.landmarks[i - a.start], box, mask_settings)
+                target = a.landmarks[i - a.start]
+                chin = target[5:12]
+                below = chin + under_reach * face_scale(target) * face_down(
+                    a.transforms[i - a.start])
+                under = np.zeros(mask.shape, np.uint8)
+                cv2.fillPoly(under, [np.round(np.vstack([chin, below[::-1]])).astype(np.int32)],
+                             1)
                 # 4:2:0 chroma reaches one pixel past the mask's last changed pixel.
-                reach = cv2.dilate((mask > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+                reach = cv2.dilate(((mask > 0) | (under > 0)).astype(np.uint8),
+                                   np.ones((5, 5), np.uint8)) > 0
                 changed = np.abs(out.rgb().astype(np.int16) - frame.rgb()).max(2) > 0
                 assert changed.any(), f"frame {i} not re-synced"
                 outside = int((changed & ~reach).sum())
                 assert outside == 0, f"frame {i}: {outside} pixels changed outside the jaw"
+                covered += bool((changed & (under > 0) & (mask == 0)).any())
     finally:
         session.close()
+    assert covered > 0  # some donor chins rise, and the target's chin under them is covered
 
 
 def test_the_donor_jaw_lands_on_the_target_jaw_without_folds(clips, dub):
@@ -159,8 +172,8 @@ def test_the_donor_jaw_lands_on_the_target_jaw_without_folds(clips, dub):
         jaw = np.round(target[:17] - box[:2]).astype(int)
         on_crop = ((jaw >= 0) & (jaw < [box[2] - box[0], box[3] - box[1]])).all(1)
         for d in lenders:
-            crop, _ = warp_lower_face(donor, a.landmarks[d], a.transforms[d], target,
-                                      a.transforms[k], box, box)
+            crop, drawn = warp_lower_face(donor, a.landmarks[d], a.transforms[d], target,
+                                          a.transforms[k], box, box)
             src_x, src_y = 2.0 * crop[..., 0], 2.0 * crop[..., 1]
             # Where each output pixel was read in the donor: the Jacobian of that map must
             # stay positive (a fold shows the same donor contour twice).
@@ -170,8 +183,15 @@ def test_the_donor_jaw_lands_on_the_target_jaw_without_folds(clips, dub):
                         for c in (src_x, src_y))
             det = (dxx * dyy - dxy * dyx) / (2 * step) ** 2
             assert det[inside].min() > 0.15, f"frame {k}, donor {d}: the warp folds"
-            # The donor's jaw line is drawn on the target's, not beside it.
-            landed = np.column_stack([src_x[jaw[on_crop, 1], jaw[on_crop, 0]],
-                                      src_y[jaw[on_crop, 1], jaw[on_crop, 0]]])
+            # The donor's jaw line is drawn on the target's, not beside it, except that its chin
+            # may stay higher (by at most CHIN_RISE face sizes, straight up the face).
+            offset = (target[:17] - drawn[:17]) / face_scale(target)
+            up = offset @ face_down(a.transforms[k])
+            assert np.abs(offset - up[:, None] * face_down(a.transforms[k])).max() < 1e-6
+            assert up.min() > -1e-6 and up.max() < CHIN_RISE + 1e-6
+            assert up[np.r_[0:6, 11:17]].max() < 1e-6  # the jaw's sides are pinned
+            at = np.round(drawn[:17] - box[:2]).astype(int)
+            landed = np.column_stack([src_x[at[on_crop, 1], at[on_crop, 0]],
+                                      src_y[at[on_crop, 1], at[on_crop, 0]]])
             miss = np.linalg.norm(landed - a.landmarks[d][:17][on_crop], axis=1).max()
             assert miss < 0.08 * face_scale(target), f"frame {k}, donor {d}: jaw {miss:.1f} px off"

@@ -11,12 +11,21 @@ import cv2
 import numpy as np
 
 from engine.face import geometry as geo
+from engine.mask import CHIN_JAW, CHIN_WEIGHT, face_down, face_scale
 from engine.media.frame import Frame
 
-# Points that take the target's position: the whole jaw line, nose and eyes. The mask ends at
-# the target's jaw line, so a donor outline left anywhere else (a chin higher or lower than the
-# target's) shows beside the target's own as a second jaw. The mouth keeps the donor's shape.
+# Points that take the target's position: the jaw line, nose and eyes. The mask ends at the
+# target's jaw line, so a donor chin left lower than the target's would show below it as a
+# second jaw. The mouth keeps the donor's shape.
 ANCHORED = np.r_[0:17, 27:48]
+# Chin points (engine.mask.CHIN_JAW, weighted by CHIN_WEIGHT: the chin itself, not the jaw's
+# sides) left where the donor has them when that is higher than the target's (a closed mouth
+# lent to an open jaw): pinned there, the skin between lip and chin would be stretched down to
+# the target's chin and the shadow under the lower lip smeared along it. The blend then covers
+# the target's own chin with the donor's neck (engine.mask.chin_cover). A chin rises at most
+# CHIN_RISE face sizes (the rest of the way it is stretched): further up, a donor with its
+# collar or its head pitched closer to the chin brings a dark band under the chin with it.
+CHIN_RISE = 0.07
 _GRID = 24  # the dense warp is solved on a coarse grid and interpolated
 
 
@@ -43,6 +52,10 @@ def warp_lower_face(donor: Frame, donor_landmarks: np.ndarray, donor_transform: 
     aligned = geo.apply(a, donor_landmarks)
     dest = aligned.copy()
     dest[ANCHORED] = target_landmarks[ANCHORED]
+    down = face_down(target_transform)
+    limit = CHIN_RISE * face_scale(target_landmarks)
+    rise = np.clip((target_landmarks[CHIN_JAW] - aligned[CHIN_JAW]) @ down, 0.0, limit)
+    dest[CHIN_JAW] -= (CHIN_WEIGHT * rise)[:, None] * down
     # Backward displacement (output point -> aligned donor point), zero on the crop's border.
     border = _border_points(face_box)
     ctrl = np.vstack([dest, border])
