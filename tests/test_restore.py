@@ -14,7 +14,7 @@ from engine.errors import RedubError, UsageError
 from engine.face import geometry as geo
 from engine.face.analysis import FaceFrame, Flag, analyze_range
 from engine.lipsync.backend import Generated
-from engine.mask import landmark_mask
+from engine.mask import chin_cover, landmark_mask
 from engine.media.audio import read_audio
 from engine.media.frame import Frame, planes_from_av
 from engine.media.probe import probe
@@ -118,9 +118,13 @@ def _generated(face: FaceFrame, rgb: np.ndarray) -> Generated:
 
 
 def _mouth_mask(face: FaceFrame, gen: Generated) -> np.ndarray:
+    """Where the job may change pixels: the target's and the generated mouth's masks, and the
+    cover under a target chin the generated one sits above."""
     settings = SyncSettings().mask
-    return np.maximum(landmark_mask(face.landmarks, gen.box, settings),
-                      landmark_mask(gen.landmarks, gen.box, settings))
+    return np.maximum.reduce([landmark_mask(face.landmarks, gen.box, settings),
+                              landmark_mask(gen.landmarks, gen.box, settings),
+                              chin_cover(face.landmarks, gen.landmarks, face.transform, gen.box,
+                                         settings)])
 
 
 def test_alignment_maps_the_keypoints_to_the_ffhq_template_and_back():
