@@ -11,6 +11,9 @@ Previews go through a one-slot mailbox: the worker converts at most one frame pe
 ``preview_interval`` to a ``QImage`` (in its own thread), replaces whatever is waiting in the
 slot, and posts a notification only when the slot was empty. However slow the UI is, at most
 one image is queued for it, and it is always the newest; a job's last frame is always shown.
+The frame the editor is parked on (``watch_frame``) is also sent on its own (``exact``), never
+dropped by the throttle, so the viewer can compare the exact result with the source there,
+rather than the encoded render file's copy of it.
 
 A lip-sync job reports, as each of its sessions is prepared, the runs of frames that keep their
 own mouth because the face could not be placed (``unplaced``), so the editor can mark them
@@ -181,6 +184,7 @@ class EngineWorker(QtCore.QObject):
     # seconds left in the stage (-1: unknown)
     progress = Signal(int, str, float, float, float)
     preview_ready = Signal()  # a preview waits in the mailbox: take_preview()
+    exact = Signal(int, int, QtGui.QImage)  # job, the watched frame's index, its exact picture
     unplaced = Signal(int, list)  # job, runs of frames that keep their own mouth (Spans)
     finished = Signal(int, str, list)
     failed = Signal(int, str)
@@ -194,6 +198,7 @@ class EngineWorker(QtCore.QObject):
         self._queue: deque[tuple[int, EngineJob, CancelToken]] = deque()
         self._mailbox: tuple[int, int, QtGui.QImage] | None = None
         self._closing = False
+        self.watched: int | None = None  # frame index sent exactly (set from the UI thread)
 
     # -- any thread ----------------------------------------------------------------------
 
@@ -257,6 +262,8 @@ class EngineWorker(QtCore.QObject):
         def preview(frame: Frame) -> None:
             nonlocal shown_at, held
             token.check()
+            if frame.index == self.watched:  # one attribute read: no lock needed
+                self.exact.emit(job_id, frame.index, frame_to_qimage(frame))
             now = time.monotonic()
             if now - shown_at >= self.preview_interval:
                 shown_at, held = now, None
@@ -305,6 +312,7 @@ class EngineBridge(QtCore.QObject):
     started = Signal(int)
     progress = Signal(int, str, float, float, float)
     preview = Signal(int, int, QtGui.QImage)  # job, frame index, picture
+    exact = Signal(int, int, QtGui.QImage)  # job, watched frame index, its exact picture
     unplaced = Signal(int, list)  # job, runs (first, last) of frames keeping their own mouth
     finished = Signal(int, str, list)
     failed = Signal(int, str)
@@ -325,6 +333,7 @@ class EngineBridge(QtCore.QObject):
         self._worker.started.connect(self.started)
         self._worker.progress.connect(self.progress)
         self._worker.preview_ready.connect(self._deliver_preview)
+        self._worker.exact.connect(self.exact)
         self._worker.unplaced.connect(self.unplaced)
         self._worker.finished.connect(self._on_finished)
         self._worker.failed.connect(self._on_failed)
@@ -350,6 +359,10 @@ class EngineBridge(QtCore.QObject):
         self._worker.enqueue(job_id, job, token)
         self._wake.emit()
         return job_id
+
+    def watch_frame(self, index: int | None) -> None:
+        """Have running and later jobs send frame ``index`` exactly (``exact``) as they make it."""
+        self._worker.watched = index
 
     def cancel(self, job_id: int) -> None:
         """Cancel a queued or running job; ``cancelled`` follows (unless it had just ended)."""

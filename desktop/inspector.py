@@ -7,6 +7,11 @@ Edits are reported as ``edited(field, value)`` (field names of
 keyboard back to the viewer, so J/K/L, Space, I and O drive the transport again instead of
 typing into the field. The target is picked deliberately: ``pick`` arms a one-shot pick in the
 viewer (a stray click on the picture must not re-target the face and restart the analysis).
+
+Lists show names (``LABELS``) and keep the identifiers as item data. Openness and mouth timing
+are one value each: where the keyframe lane's curve has keys it decides, so the field shows the
+curve at the playhead and is read-only (:meth:`Inspector.show_curves`). Mouth timing shifts the
+mouth against the dub; the dub's own placement is moved on the timeline.
 """
 from __future__ import annotations
 
@@ -20,6 +25,11 @@ from engine.project import RangeSettings
 from ui import theme
 
 MASK_KINDS = ("lower_face", "lips")
+# What the lists show for the engine's identifiers (an unknown one shows as itself).
+LABELS = {"retrieval": "Retrieval (built in)", "wav2lip": "Wav2Lip", "wav2lip_gan": "Wav2Lip GAN",
+          "none": "None", "gfpgan": "GFPGAN", "gpen": "GPEN", "codeformer": "CodeFormer",
+          "lower_face": "Lower face", "lips": "Lips"}
+CURVE_LANES = {"openness_gain": "Openness", "audio_offset_ms": "Mouth timing"}
 
 
 class Inspector(QtWidgets.QWidget):
@@ -30,6 +40,8 @@ class Inspector(QtWidgets.QWidget):
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self._updating = False
+        self._curves: dict[str, float] = {}  # keyed curves: their value at the playhead
+        self._shown = RangeSettings()
         self.timecode: Callable[[float], str] = lambda seconds: f"{seconds:.2f} s"
         self.heading = QtWidgets.QLabel("No range")
         self.heading.setStyleSheet("font-weight: bold")
@@ -41,6 +53,9 @@ class Inspector(QtWidgets.QWidget):
         self.feather = self._spin("mask_feather", 0.0, 0.5, 0.01, 3)
         self.gain = self._spin("openness_gain", 0.0, 3.0, 0.05, 2)
         self.offset = self._spin("audio_offset_ms", -500.0, 500.0, 5.0, 0, " ms")
+        self._tips = {"openness_gain": "How far the mouth opens, times the generated motion",
+                      "audio_offset_ms": "Shifts the mouth against the dub (ms; positive: "
+                                         "later). The dub's placement is moved on the timeline."}
         self.target = QtWidgets.QLabel()
         self.clear_target = QtWidgets.QPushButton("Largest face")
         self.clear_target.setToolTip("Forget the picked face: sync the largest face")
@@ -65,7 +80,7 @@ class Inspector(QtWidgets.QWidget):
         form.addRow("Dilation", self.dilation)
         form.addRow("Feather", self.feather)
         form.addRow("Openness", self.gain)
-        form.addRow("Audio offset", self.offset)
+        form.addRow("Mouth timing", self.offset)
         form.addRow("Target", self.target)
         target_row = QtWidgets.QHBoxLayout()
         target_row.addWidget(self.pick)
@@ -81,8 +96,11 @@ class Inspector(QtWidgets.QWidget):
 
     def _combo(self, name: str, items: tuple[str, ...]) -> QtWidgets.QComboBox:
         box = QtWidgets.QComboBox()
-        box.addItems(list(items))
-        box.currentTextChanged.connect(lambda text: self._emit(name, text))
+        for item in items:
+            box.addItem(LABELS.get(item, item), item)
+        box.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding,
+                          QtWidgets.QSizePolicy.Policy.Fixed)
+        box.currentIndexChanged.connect(lambda i: self._emit(name, box.itemData(i)))
         # After the popup closes, which gives the box the focus back.
         box.activated.connect(lambda: QtCore.QTimer.singleShot(0, self.committed.emit))
         return box
@@ -95,6 +113,8 @@ class Inspector(QtWidgets.QWidget):
         spin.setDecimals(decimals)
         spin.setSuffix(suffix)
         spin.setKeyboardTracking(False)  # one edit per committed value, not per keystroke
+        spin.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding,
+                           QtWidgets.QSizePolicy.Policy.Fixed)
         spin.valueChanged.connect(lambda value: self._emit(name, float(value)))
         # Enter, not leaving the field: both finish the edit, only Enter keeps the focus here.
         spin.editingFinished.connect(lambda: spin.hasFocus() and self.committed.emit())
@@ -111,14 +131,16 @@ class Inspector(QtWidgets.QWidget):
             self.form.setEnabled(settings is not None)
             self.heading.setText(title or ("Range" if settings else
                                            "No range: mark one with I and O"))
-            s = settings or RangeSettings()
+            s = self._shown = settings or RangeSettings()
             for box, value in ((self.backend, s.backend), (self.restorer, s.restorer),
                                (self.mask_kind, s.mask_kind)):
-                box.setCurrentText(value)
+                if box.findData(value) < 0:  # e.g. a backend this build does not list
+                    box.addItem(LABELS.get(value, value), value)
+                box.setCurrentIndex(box.findData(value))
             for spin, value in ((self.strength, s.restorer_strength),
-                                (self.dilation, s.mask_dilation), (self.feather, s.mask_feather),
-                                (self.gain, s.openness_gain), (self.offset, s.audio_offset_ms)):
+                                (self.dilation, s.mask_dilation), (self.feather, s.mask_feather)):
                 spin.setValue(value)
+            self._show_keyed()  # openness and mouth timing: the range's, or their curves'
             if s.target is None:
                 self.target.setText("largest face")
             else:
@@ -127,3 +149,24 @@ class Inspector(QtWidgets.QWidget):
             self.clear_target.setEnabled(s.target is not None)
         finally:
             self._updating = False
+
+    def show_curves(self, keyed: dict[str, float]) -> None:
+        """The curves that have keys, with their value at the playhead: they decide there."""
+        self._curves = dict(keyed)
+        self._updating = True
+        try:
+            self._show_keyed()
+        finally:
+            self._updating = False
+
+    def _show_keyed(self) -> None:
+        for name, spin in (("openness_gain", self.gain), ("audio_offset_ms", self.offset)):
+            keyed = name in self._curves
+            spin.setReadOnly(keyed)  # its arrows dim: nothing to step
+            spin.setValue(self._curves[name] if keyed else getattr(self._shown, name))
+            if keyed:
+                spin.setToolTip(f"Keyed in the {CURVE_LANES[name]} lane: this is its value at "
+                                "the playhead. Edit the keys there (double-click a key to type "
+                                "a value), or delete them to use one value for the range.")
+            else:
+                spin.setToolTip(self._tips[name])

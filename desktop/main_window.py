@@ -30,14 +30,19 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from desktop.bridge import EngineBridge, ExportJob, Spans, SyncJob, UnplacedFn
+from desktop.dock_layout import dock_features, fit_timeline, scrollable
 from desktop.export_dialog import ExportDialog
+from desktop.full_screen import FullScreenViewer
 from desktop.inspector import Inspector
 from desktop.jobs_panel import JobsPanel
 from desktop.mask_editing import MaskEditing, PreviewSpec
 from desktop.model_download import ensure_model
+from desktop.range_list import RangeList, RangeNavigation
 from desktop.range_marks import RangeMarks, clamp_drag
+from desktop.recovery import offer_recovery
 from desktop.relink_dialog import ask_relink
 from desktop.settings import Settings
+from desktop.shortcut_sheet import ShortcutSheet
 from engine.errors import RedubError
 from engine.face.analysis import FaceAnalysis, Target, analyze_range
 from engine.mask import landmark_polygon
@@ -50,6 +55,7 @@ from engine.project import (SUFFIX, DubTrack, ExportPrefs, MediaRef, Project, Ra
                             Recovery, RelinkReport, SyncRange)
 from engine.progress import CancelToken, ProgressFn
 from engine.render import ExportSettings, RenderResult
+from ui.timecode_entry import TimecodeEntry, clip_resolver
 from ui.timeline import Timeline
 from ui.viewer import Viewer
 
@@ -246,6 +252,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self._previews: dict[int, np.ndarray] = {}  # frame index -> newest render preview
         self._result_at: int | None = None  # frame index of the last decoded result
         self._result_rgb: np.ndarray | None = None
+        # frame index -> (render job, its exact picture): the render file's copy is encoded,
+        # so the frame the editor is parked on comes from the bridge as rendered (compare modes)
+        self._exact: dict[int, tuple[int, np.ndarray]] = {}
         self._dirty = False
         self.first_frame_at: float | None = None  # monotonic time of the first frame shown
         self.peaks_at: float | None = None  # ... and of the clip's waveform
@@ -288,9 +297,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.inspector_dock = self._dock("Inspector", self.inspector,
                                          Qt.DockWidgetArea.RightDockWidgetArea)
         self.jobs_dock = self._dock("Jobs", self.jobs, Qt.DockWidgetArea.RightDockWidgetArea)
-        self.status_time = QtWidgets.QLabel("--:--:--:--")
-        self.status_time.setFont(QtGui.QFontDatabase.systemFont(
-            QtGui.QFontDatabase.SystemFont.FixedFont))
+        self.range_list = RangeList()
+        self.ranges_dock = self._dock("Ranges", self.range_list,
+                                      Qt.DockWidgetArea.RightDockWidgetArea)
+        self.range_nav = RangeNavigation(self)
+        self.range_list.chosen.connect(self.range_nav.go_to)
+        self.status_time = TimecodeEntry()  # click and type to jump
+        self.status_time.jump.connect(lambda t: (self.playback.seek(t), self.viewer.setFocus()))
+        self.status_time.rejected.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.statusBar().addPermanentWidget(self.status_time)
         self.setAcceptDrops(True)
         self._build_actions()
@@ -314,9 +328,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.mask_editing.changed.connect(self._refresh)
         self.mask_editing.message.connect(lambda text: self.statusBar().showMessage(text, 4000))
         self.mask_editing.editing_changed.connect(self._on_mask_editing)
+        self.mask_editing.curves_shown.connect(self.inspector.show_curves)
         self.mask_editing.lane.seek.connect(
             lambda frame: self.playback.seek(float(self.clip.times[frame])))
         self.bridge.preview.connect(self._on_preview)
+        self.bridge.exact.connect(self._on_exact)
         self.bridge.unplaced.connect(self._on_unplaced)
         self.bridge.finished.connect(self._on_job_finished)
         self.bridge.failed.connect(self._on_job_ended)
@@ -324,6 +340,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._autosave = QtCore.QTimer(self, interval=AUTOSAVE_MS)
         self._autosave.timeout.connect(self.autosave)
         self._autosave.start()
+        # Once the window is up: work a crashed session left behind.
+        QtCore.QTimer.singleShot(0, self, lambda: offer_recovery(self))
         self._analysis_timer = QtCore.QTimer(self, singleShot=True, interval=400)
         self._analysis_timer.timeout.connect(self._analyze)
         self._exports: dict[int, str] = {}
@@ -347,9 +365,9 @@ class MainWindow(QtWidgets.QMainWindow):
               area: Qt.DockWidgetArea) -> QtWidgets.QDockWidget:
         dock = QtWidgets.QDockWidget(title, self)
         dock.setObjectName(f"dock-{title.lower()}")  # saveState needs names
-        dock.setWidget(widget)
-        dock.setFeatures(QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
-                         | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        bottom = area == Qt.DockWidgetArea.BottomDockWidgetArea  # the timeline scrolls itself
+        dock.setWidget(widget if bottom else scrollable(widget))
+        dock.setFeatures(dock_features())
         self.addDockWidget(area, dock)
         return dock
 
@@ -409,6 +427,16 @@ class MainWindow(QtWidgets.QMainWindow):
             a.setCheckable(True)
             a.setChecked(mode == "source")
             audio.addAction(a)
+        p.addSeparator()
+        nav = self.range_nav
+        self._action(p, "Play In to Out", nav.play_in_to_out, K("/"))
+        loop = self._action(p, "Loop", lambda: None, K("Ctrl+L"))
+        loop.setCheckable(True)
+        loop.toggled.connect(self.playback.set_loop)
+        self._action(p, "Go to In", nav.go_in, K("Shift+I"))
+        self._action(p, "Go to Out", nav.go_out, K("Shift+O"))
+        self._action(p, "Previous Range", lambda: nav.step(-1), K("Shift+Up"))
+        self._action(p, "Next Range", lambda: nav.step(1), K("Shift+Down"))
         self.transport_actions = p.actions()  # enabled with a clip (_refresh)
         r = bar.addMenu("&Render")
         self.render_action = self._action(r, "&Render Range", self.render_range, K("R"))
@@ -432,9 +460,35 @@ class MainWindow(QtWidgets.QMainWindow):
             a.setChecked(self.viewer.overlay_visible(kind))
             a.toggled.connect(lambda on, k=kind: self.viewer.set_overlay_visible(k, on))
         v.addSeparator()
+        self._action(v, "Fit Frame", self.viewer.fit, [K("F"), K("Shift+Z")])
+        self._action(v, "Zoom In", lambda: self.viewer.zoom_by(2 ** 0.5), [K("+"), K("=")])
+        self._action(v, "Zoom Out", lambda: self.viewer.zoom_by(2 ** -0.5), K("-"))
+        self._action(v, "Actual Size", self.viewer.actual_size, K("1"))
+        self._action(v, "Zoom Timeline to Fit", self.timeline.fit_view, K("\\"))
+        self.full_screen = FullScreenViewer(self)
+        full = self._action(v, "Full-Screen Viewer", lambda: None, K("Ctrl+F"))
+        full.setCheckable(True)
+        full.toggled.connect(self.full_screen.set_active)
+        self.full_screen.toggled.connect(full.setChecked)  # Esc leaves it too
+        for kind, label in (("safe", "Safe Areas"), ("centre", "Centre Guide")):
+            a = self._action(v, label, lambda: None)
+            a.setCheckable(True)
+            a.toggled.connect(lambda on, k=kind: self.viewer.set_guide_visible(k, on))
+        v.addSeparator()
         for dock in self.findChildren(QtWidgets.QDockWidget):
             v.addAction(dock.toggleViewAction())
+        m = bar.addMenu("&Mask")  # the mask tool bar's keys, listed where they can be found
+        bar_actions = self.mask_editing.toolbar
+        m.addActions([bar_actions.edit_action, *bar_actions.tool_actions.values(),
+                      bar_actions.key_action, bar_actions.reset_action])
+        h = bar.addMenu("&Help")
+        self._action(h, "Keyboard Shortcuts", self.show_shortcuts, [K(S.HelpContents), K("?")])
         self._update_recent_menu()
+
+    def show_shortcuts(self) -> None:
+        """Help > Keyboard Shortcuts: the sheet, made from the menus as they are now."""
+        self.shortcut_sheet = ShortcutSheet(self.menuBar(), self)
+        self.shortcut_sheet.show()
 
     # -- files ---------------------------------------------------------------------------
     def open_path(self, path: str) -> None:
@@ -462,18 +516,20 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self.tasks.run("clip", lambda: _load_clip(path), loaded, self._error("Cannot open"))
 
-    def open_project(self, path: str) -> None:
+    def open_project(self, path: str | None, *, recover: bool | None = None) -> None:
+        """Open the project at ``path`` (None: the untitled one, from its autosave);
+        ``recover``: from the autosave a crash left (None: ask when there is one)."""
         if not self._maybe_keep_changes():
             return
-        self.settings.set_last_folder("project", path)
         recovery = Recovery(path)
-        source = path
-        if recovery.pending() is not None and self._ask(
+        if recover is None:
+            recover = recovery.pending() is not None and self._ask(
                 "Recover", "An autosave newer than the saved project was found (the app may "
-                "have quit unexpectedly). Restore it?"):
-            source = str(recovery.path)
-
-        folder = os.path.dirname(os.path.abspath(path))
+                "have quit unexpectedly). Restore it?")
+        source = str(recovery.path) if recover else path
+        if path is not None:
+            self.settings.set_last_folder("project", path)
+        folder = os.path.dirname(os.path.abspath(path or source))
         moved: list[bool] = []
 
         def load() -> tuple[Project, RelinkReport]:
@@ -499,9 +555,11 @@ class MainWindow(QtWidgets.QMainWindow):
             self._set_project(project, path, clip)
             if source != path:
                 self._set_dirty(True)  # the recovered state is not on disk yet
+                self.autosave()  # ... and this session now keeps it
             if project.dubs and peaks is not None:
                 self._show_dub(peaks)
-            self._remember(path)
+            if path is not None:
+                self._remember(path)
             if moved[-1]:
                 self._set_dirty(True)  # the new paths of moved media are not saved yet
 
@@ -554,8 +612,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.project, self.project_path, self.clip = project, path, clip
         self.recovery = Recovery(path)
         self.renders.clear()
+        self.jobs.clear_project()
         self._dub_peaks.clear()
         self._previews.clear()
+        self._exact.clear()
         self._result_rgb = self._result_at = None
         self.analysis = None
         self._analysis_job = None
@@ -578,6 +638,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.tasks.run("source-peaks", lambda: cached_peaks(media), peaks_loaded,
                            lambda exc: None)  # no waveform is not worth a dialog
         self._refresh()
+        self._analyze()  # a reopened project's mask keys need the face (cached: loads quickly)
         self.statusBar().showMessage(f"Opened {os.path.basename(media)}", 3000)
 
     def _remember(self, path: str) -> None:
@@ -632,8 +693,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.recovery = Recovery(None)
         self.selected = self.analysis = self._analysis_job = self._new_in = None
         self.renders.clear()
+        self.jobs.clear_project()
         self._dub_peaks.clear()
         self._previews.clear()
+        self._exact.clear()
         self._result_rgb = self._result_at = None
         self.time, self.frame_index = 0.0, 0
         self.undo_stack.clear()
@@ -642,7 +705,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.viewer.clear()
         self._source_rgb = None
         self.timeline.clear()
-        self.status_time.setText("--:--:--:--")
+        self.status_time.show_time("--:--:--:--")
         self._set_dirty(False)
         self._refresh()
 
@@ -656,9 +719,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def save_as(self) -> bool:
         if self.project is None:
             return False
-        start = self.project_path or os.path.join(
-            self.settings.last_folder("project") or os.path.dirname(self.project.media.path),
-            Path(self.project.media.path).stem + SUFFIX)
+        start = self.project_path or os.path.join(self.settings.save_folder("project"),
+                                                  Path(self.project.media.path).stem + SUFFIX)
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Save project", start,
                                                         f"Redub project (*{SUFFIX})")
         if not path:
@@ -691,7 +753,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _maybe_keep_changes(self) -> bool:
         """True when it is fine to replace the project (saved, discarded, or unchanged)."""
-        if self.project is None or not self._dirty:
+        if self.project is None:
+            return True
+        if not self._dirty:
+            self.recovery.discard()  # as saved (an undo can get back there): nothing to recover
             return True
         buttons = QtWidgets.QMessageBox.StandardButton
         answer = QtWidgets.QMessageBox.question(
@@ -912,8 +977,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def export_dialog(self) -> None:
         if self.project is None:
             return
-        default = os.path.join(self.settings.last_folder("export")
-                               or os.path.dirname(self.project.media.path),
+        default = os.path.join(self.settings.save_folder("export", self.project_path),
                                Path(self.project.media.path).stem + "_redub.mp4")
         dialog = ExportDialog(self.project.export, default, bool(self.project.ranges), self)
         if dialog.exec() == QtWidgets.QDialog.DialogCode.Accepted:
@@ -947,7 +1011,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return None
         job_id = self.bridge.submit(job)
         self._exports[job_id] = prefs.output
-        self.jobs.add(job_id, f"Export {os.path.basename(prefs.output)}")
+        self.jobs.add_export(job_id, prefs.output, prefs.codec)
         return job_id
 
     def _fetch_models(self, settings: SyncSettings) -> bool:
@@ -973,6 +1037,18 @@ class MainWindow(QtWidgets.QMainWindow):
             del self._previews[next(iter(self._previews))]
         if index == self.frame_index:
             self._show()  # the frame the editor is on, as it renders; the playhead stays put
+
+    def _on_exact(self, job_id: int, index: int, image: QtGui.QImage) -> None:
+        if self._render_of(job_id) is None:
+            return  # an export's or an old project's frame
+        image = image.convertToFormat(QtGui.QImage.Format.Format_RGB888)
+        self._exact[index] = (job_id, np.frombuffer(image.constBits(), np.uint8).reshape(
+            image.height(), image.bytesPerLine())[:, :image.width() * 3].reshape(
+            image.height(), image.width(), 3).copy())
+        while len(self._exact) > 8:  # the frames the editor parked on during recent renders
+            del self._exact[next(iter(self._exact))]
+        if index == self.frame_index:
+            self._show()
 
     def _on_job_finished(self, job_id: int, path: str, notes: list) -> None:
         if self._analysis_job is not None and self._analysis_job[0] == job_id:
@@ -1057,6 +1133,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._source_rgb = np.asarray(rgb)
         self.empty_hint.hide()
         self.mask_editing.set_frame(index)
+        self.bridge.watch_frame(index)
         if self._result_at != index:
             self._request_result(index)
         self._show()
@@ -1070,11 +1147,20 @@ class MainWindow(QtWidgets.QMainWindow):
         result = self.mask_editing.result(self.frame_index)
         if result is None:
             result = self._previews.get(self.frame_index)
-        if result is None and self._result_at == self.frame_index:
+        exact = self._exact.get(self.frame_index)
+        if result is None and exact is not None and exact[0] == self._newest_render_job():
+            result = exact[1]
+        encoded = result is None and self._result_at == self.frame_index
+        if encoded:
             result = self._result_rgb
         if result is not None and result.shape != self._source_rgb.shape:
             result = None
-        self.viewer.set_frames(self._source_rgb, result)
+        self.viewer.set_frames(self._source_rgb, result, exact=not encoded)
+
+    def _newest_render_job(self) -> int | None:
+        """The job of the newest render (running or done) covering the playhead's frame."""
+        t = float(self.clip.times[self.frame_index])
+        return next((r.job for r in reversed(self.renders) if r.start <= t < r.end), None)
 
     def _request_result(self, index: int) -> None:
         """Decode the rendered frame ``index`` in the background (when a render covers it)."""
@@ -1100,7 +1186,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return  # the clip was closed (New Project)
         self.time = float(seconds)
         self.timeline.set_playhead(self.time)
-        self.status_time.setText(self.timeline.timecode(self.time))
+        self.status_time.show_time(self.timeline.timecode(self.time))
 
     def shuttle(self, direction: int) -> None:
         """J/L as in editors: each press in the same direction doubles the speed (up to 8x)."""
@@ -1189,6 +1275,13 @@ class MainWindow(QtWidgets.QMainWindow):
             self.timeline.set_ranges([(x.start, x.end) for x in self.project.ranges],
                                      self.selected)
             self.playback.set_ranges([(x.start, x.end) for x in self.project.ranges])
+            self.range_list.show_ranges(self._spans(), self.selected, self.timeline.timecode,
+                                        self.clip.times, self.clip.fps)
+        else:
+            self.range_list.setRowCount(0)
+        self.status_time.set_resolver(clip_resolver(self.clip.info.clock, self.clip.times,
+                                                    lambda: self.time)
+                                      if self.clip is not None else None)
         title = ""
         if r is not None:
             title = (f"Range {self.selected + 1} of {len(self.project.ranges)}: "
@@ -1221,6 +1314,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)
         self.empty_hint.setGeometry(self.viewer.rect())
+        fit_timeline(self, self.timeline_dock, self.viewer)
 
     # -- keyboard and drops --------------------------------------------------------------
     def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:

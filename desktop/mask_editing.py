@@ -223,6 +223,7 @@ class MaskEditing(QtCore.QObject):
     changed = QtCore.Signal()  # the corrections changed (an edit, undo or redo)
     message = QtCore.Signal(str)  # for the status bar
     editing_changed = QtCore.Signal(bool)
+    curves_shown = QtCore.Signal(dict)  # keyed curve name -> its value at the frame
 
     def __init__(self, viewer: Viewer, undo_stack: QtGui.QUndoStack,
                  parent: QtCore.QObject | None = None) -> None:
@@ -315,6 +316,7 @@ class MaskEditing(QtCore.QObject):
             self.spec = spec
             self._results.clear()
             self._maybe_prepare()
+            self.refresh()  # the lane's curves and the tool bar's sizes read the range's settings
 
     def set_frame(self, frame: int) -> None:
         self.frame = int(frame)
@@ -475,10 +477,16 @@ class MaskEditing(QtCore.QObject):
         settings = self._settings()
         self.lane.set_corrections(shown, {"openness_gain": settings.openness_gain,
                                           "audio_offset_ms": settings.audio_offset_ms})
+        self.curves_shown.emit({name: shown.curves.curve(name).value_at(self.frame, 0.0)
+                                for name in shown.curves.NAMES
+                                if shown.curves.curve(name).keys})
         k = self._face_index(self.frame)
         if k is None:
             self.editor.set_outline(None)
             self.editor.set_shapes([])
+            # Without a face the sizes still read as the frame's (any outline serves).
+            mask = shown.at(self.frame).mask_settings(settings.mask)
+            self.toolbar.set_sizes(mask.dilation, mask.feather)
             return
         a = self.analysis
         to_frame = geo.invert(a.transforms[k])

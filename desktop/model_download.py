@@ -2,8 +2,10 @@
 
 ``ensure_model(model_id, parent)`` is what a window calls before a stage needs a model: the
 verified path straight away when it is installed, else a progress dialog while it downloads
-(``None`` when the user cancels or it fails; failures are shown in a message box). The part
-file of a cancelled download is kept, so asking again resumes it.
+(``None`` when the user cancels). The part file of a cancelled download is kept, so asking
+again resumes it. When downloads are off (``REDUB_OFFLINE``) or one failed, a
+:class:`MissingModelDialog` says so in a sentence and offers what can be done: import a file
+the user has (checked against the model's contract, then copied in) or download anyway.
 """
 from __future__ import annotations
 
@@ -17,8 +19,8 @@ from PySide6.QtCore import Signal
 
 from engine.errors import Cancelled, RedubError
 from engine.models.download import download_model, offline_requested
-from engine.models.manifest import get_entry
-from engine.models.store import ModelMissingError, model_state, models_dir
+from engine.models.manifest import ModelEntry, get_entry
+from engine.models.store import ModelMissingError, import_model, model_state, models_dir
 from engine.progress import CancelToken
 
 log = logging.getLogger(__name__)
@@ -135,20 +137,76 @@ class ModelDownloadDialog(QtWidgets.QProgressDialog):
         self.reject()
 
 
+class MissingModelDialog(QtWidgets.QMessageBox):
+    """A model is not installed: why, in a sentence (the paths and commands under Details),
+    and the ways out: "Import model file…", "Download" (when the model has a public download),
+    Cancel. ``choice`` is "import", "download" or None after ``exec``."""
+
+    def __init__(self, entry: ModelEntry, folder: Path, reason: str,
+                 parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.choice: str | None = None
+        self.setIcon(QtWidgets.QMessageBox.Icon.Warning)
+        self.setWindowTitle("Model missing")
+        self.setText(f"The {entry.stage} model \u201c{entry.id}\u201d is not installed.")
+        self.setInformativeText(f"{reason}\n\nImport a copy of {entry.file} you have, or "
+                                "download it.")
+        self.setDetailedText(str(ModelMissingError(entry, folder / entry.file)))
+        self.import_button = self.addButton("Import model file…",
+                                            QtWidgets.QMessageBox.ButtonRole.ActionRole)
+        self.download_button = self.addButton("Download",
+                                              QtWidgets.QMessageBox.ButtonRole.AcceptRole)
+        self.download_button.setEnabled(bool(entry.urls))
+        if not entry.urls:
+            self.download_button.setToolTip("This model has no public download")
+        self.addButton(QtWidgets.QMessageBox.StandardButton.Cancel)
+        self.setDefaultButton(self.download_button if entry.urls else self.import_button)
+        self.buttonClicked.connect(self._clicked)
+
+    def _clicked(self, button: QtWidgets.QAbstractButton) -> None:
+        self.choice = {self.import_button: "import",
+                       self.download_button: "download"}.get(button)
+
+
 def ensure_model(model_id: str, parent: QtWidgets.QWidget | None = None,
                  directory: str | os.PathLike | None = None) -> Path | None:
-    """The model's verified path, downloading it with a progress dialog first if needed."""
+    """The model's verified path, downloading it with a progress dialog first if needed;
+    when it cannot be downloaded the user may import a file or try the download again."""
     entry = get_entry(model_id)
     folder = models_dir(directory)
     if model_state(entry, folder) == "verified":
         return folder / entry.file
-    if offline_requested():
-        QtWidgets.QMessageBox.warning(parent, "Model missing",
-                                      str(ModelMissingError(entry, folder / entry.file)))
-        return None
-    dialog = ModelDownloadDialog(model_id, folder, parent)
-    dialog._start_thread()
-    dialog.exec()  # returns on success, failure or Cancel (the thread then ends on its own)
-    if dialog.error:
-        QtWidgets.QMessageBox.warning(parent, "Model download failed", dialog.error)
-    return dialog.path
+    reason = "Downloads are turned off (REDUB_OFFLINE)." if offline_requested() else None
+    while True:
+        if reason is not None:
+            ask = MissingModelDialog(entry, folder, reason, parent)
+            ask.exec()
+            if ask.choice is None:
+                return None
+            if ask.choice == "import":
+                path, reason = _import(entry, folder, parent)
+                if path is not None:
+                    return path
+                continue
+        dialog = ModelDownloadDialog(model_id, folder, parent)
+        dialog._start_thread()
+        dialog.exec()  # returns on success, failure or Cancel (the thread then ends on its own)
+        if dialog.error is None:
+            return dialog.path
+        reason = f"The download failed: {dialog.error}"
+
+
+def _import(entry: ModelEntry, folder: Path,
+            parent: QtWidgets.QWidget | None) -> tuple[Path | None, str]:
+    """Ask for a file and import it as ``entry``: its path, or None and why not."""
+    file, _ = QtWidgets.QFileDialog.getOpenFileName(
+        parent, f"Import {entry.file}", str(Path.home()), "ONNX models (*.onnx);;All files (*)")
+    if not file:
+        return None, "No file was chosen."
+    QtWidgets.QApplication.setOverrideCursor(QtCore.Qt.CursorShape.WaitCursor)  # loads the model
+    try:
+        return import_model(file, entry.id, folder), ""
+    except RedubError as exc:
+        return None, f"The file was not imported: {exc}"
+    finally:
+        QtWidgets.QApplication.restoreOverrideCursor()

@@ -83,6 +83,8 @@ class Playback(QObject):
         self._dub_offset = 0.0
         self._ranges: tuple[tuple[float, float], ...] = ()
         self._which = "source"
+        self._span: tuple[float, float] | None = None  # playing in to out: where the run ends
+        self._loop = False
         # Transport, UI thread only.
         self._pos = 0.0  # position while paused, or where the current run started
         self._rate = 0.0
@@ -199,10 +201,29 @@ class Playback(QObject):
     def toggle(self) -> None:
         self.shuttle(0.0 if self._rate else 1.0)
 
+    @property
+    def loop(self) -> bool:
+        return self._loop
+
+    def set_loop(self, on: bool) -> None:
+        """Looping: forward play goes round again from the in point (playing in to out) or the
+        clip's start, instead of stopping at the end."""
+        self._loop = bool(on)
+
+    def play_span(self, start: float, end: float) -> None:
+        """Play from ``start`` to ``end`` (a range's in to out), then stop on its last frame, or
+        go round again while looping; any other transport move ends the span."""
+        if self._reader is None or end <= start:
+            return
+        self.seek(start)
+        self.shuttle(1.0)
+        self._span = (float(start), float(end))
+
     def shuttle(self, rate: float) -> None:
         """Play at ``rate`` (J/K/L: -2, -1, 0, 1, 2 ...); 0 pauses. Only rate 1 plays sound."""
         if self._reader is None:
             return
+        self._span = None
         was = self.state
         pos = self.clock()
         if rate > 0 and pos >= self._end - 1e-6 or rate < 0 and pos <= 0.0:
@@ -218,6 +239,7 @@ class Playback(QObject):
         """Show the frame at ``t`` seconds; playback, if running, continues from there."""
         if self._reader is None:
             return
+        self._span = None
         self._start_run(min(max(float(t), 0.0), self._end))
         self.position_changed.emit(self._pos)
 
@@ -348,6 +370,10 @@ class Playback(QObject):
             self._timer.stop()
             return
         t = self.clock()
+        span = self._span
+        if span is not None and self._rate > 0 and t >= span[1]:
+            self._end_span(span)  # before showing a frame past the out point
+            return
         forward = self._rate >= 0
         target = reader.index_at(t)
         best: tuple[int, np.ndarray] | None = None
@@ -373,9 +399,24 @@ class Playback(QObject):
             if self._rate:
                 self.position_changed.emit(t)
         if self._rate and (t >= self._end if forward else t <= 0.0):
-            self.pause()  # ran off the clip
+            if self._loop and forward:
+                self._start_run(0.0)  # round again from the start
+            else:
+                self.pause()  # ran off the clip
         elif not self._rate and not pending and best is None:
             self._timer.stop()  # idle: nothing to show until the next request
+
+    def _end_span(self, span: tuple[float, float]) -> None:
+        """At the out point: round again from the in point, or stop on the range's last frame."""
+        if self._loop:
+            self._start_run(span[0])
+            return
+        self._rate = 0.0
+        self._span = None
+        last = max(self._reader.index_at(span[1] - 1e-6), 0)
+        self._start_run(float(self._reader.times[last]), index=last)
+        self.state_changed.emit(self.state)
+        self.position_changed.emit(self._pos)
 
     # -- internals: video thread ---------------------------------------------------------
     def _video_loop(self) -> None:

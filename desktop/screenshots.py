@@ -5,9 +5,11 @@ with a preview, split-wipe compare, export dialog, mask editing (keyframed outli
 handles, an exclusion region, curves and a keep-original span in the keyframe lane) and a
 close-up of the editor on the mouth; then a render of the fast head swings of the shared clip
 ``talk_d12_512.mp4``: the frames it leaves with their own mouth (the face could not be placed)
-marked on the timeline, the playhead on the first mark. The default clip and dub are the
-shared test media. Settings go to a temporary file, so the user's layout and recent files are
-untouched.
+marked on the timeline, the playhead on the first mark; then several ranges on one timeline,
+the window at 1280x720 and 1440x900 (every lane in view), and the timeline at its deepest zoom
+(waveforms there join the peaks' buckets rather than drawing blocks). The default clip and dub
+are the shared test media. Settings go to a temporary file, so the user's layout and recent
+files are untouched.
 """
 from __future__ import annotations
 
@@ -101,6 +103,41 @@ def unplaced_shots(window, video: str, dub: str, wait: Callable, settle: Callabl
     shot("9-unplaced-frames-timeline", timeline)
 
 
+def layout_shots(window, wait: Callable, settle: Callable, shot: Callable) -> None:
+    """Several ranges on the timeline, the window at the sizes editors work at, and the
+    timeline at its deepest zoom."""
+    window.mask_editing.set_editing(False)
+    duration = window.clip.duration
+    # Ranges where the clip has room (an overlapping one is refused, as in the editor).
+    for a, b in ((0.02, 0.09), (0.62, 0.72), (0.85, 0.95)):
+        window.new_range()
+        window.set_range(round(a * duration, 2), round(b * duration, 2))
+    window.select_range(0)
+    window.statusBar().clearMessage()
+    window.playback.seek(duration * 0.5)
+    wait(lambda: window.frame_index == window.clip.index_at(duration * 0.5))
+    window.timeline.fit_view()
+    settle(0.5)
+    shot("10-several-ranges")
+    for width, height in ((1280, 720), (1440, 900)):
+        window.resize(width, height)
+        settle(0.5)
+        shot(f"11-window-{width}x{height}")
+    timeline = window.timeline
+    t = timeline.playhead
+    timeline.set_view(t - 0.01, t + 0.01)  # widened to the deepest zoom
+    settle(0.5)
+    shot("12-timeline-full-zoom", timeline)
+
+
+def shortcut_sheet_shot(window, settle: Callable, shot: Callable) -> None:
+    """Help > Keyboard Shortcuts (F1): every key, read from the menus."""
+    window.show_shortcuts()
+    settle(0.3)
+    shot("13-shortcut-sheet", window.shortcut_sheet)
+    window.shortcut_sheet.close()
+
+
 def write_screenshots(folder: str | os.PathLike, video: str | None = None,
                       dub: str | None = None) -> list[Path]:
     """Write the PNGs to ``folder``; returns their paths."""
@@ -191,6 +228,8 @@ def write_screenshots(folder: str | os.PathLike, video: str | None = None,
         if (SHARED_MEDIA / "talk_d12_512.mp4").exists():
             unplaced_shots(window, str(SHARED_MEDIA / "talk_d12_512.mp4"), dub, wait, settle,
                            shot)
+        layout_shots(window, wait, settle, shot)
+        shortcut_sheet_shot(window, settle, shot)
     finally:
         window._set_dirty(False)
         window.close()

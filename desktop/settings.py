@@ -48,6 +48,20 @@ class Settings:
         """The folder last used for ``kind`` ("video", "audio", "project", "export")."""
         return str(self._s.value(f"folders/{kind}", "") or "")
 
+    def save_folder(self, kind: str, project_path: str | None = None) -> str:
+        """Where a save dialog for ``kind`` ("project", "export") opens: the saved project's
+        folder, else the last one used for ``kind``, else the last project folder, else the
+        user's documents. Never the footage's folder: media often sits on read-only or shared
+        volumes, and editors keep work files apart from it."""
+        if project_path:
+            return os.path.dirname(os.path.abspath(project_path))
+        for folder in (self.last_folder(kind), self.last_folder("project")):
+            if folder and os.path.isdir(folder):
+                return folder
+        docs = QtCore.QStandardPaths.writableLocation(
+            QtCore.QStandardPaths.StandardLocation.DocumentsLocation)
+        return docs if docs and os.path.isdir(docs) else os.path.expanduser("~")
+
     def set_last_folder(self, kind: str, path: str) -> None:
         folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
         self._s.setValue(f"folders/{kind}", folder)

@@ -18,7 +18,7 @@ import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import IO, Any, Callable, Iterator, Sequence
 
 from engine.errors import RedubError, UsageError
 from engine.face.analysis import Target
@@ -310,7 +310,12 @@ class Recovery:
 
     The editor calls :meth:`write` every so often; on opening a project, :meth:`pending` says
     whether an autosave newer than the saved file survived a crash; :meth:`save` is a clean save
-    (and the autosave is discarded).
+    and :meth:`discard` a clean end (the autosave goes either way).
+
+    A process that writes an autosave holds a lock file beside it (naming the project) until it
+    discards it; the system drops the lock when the process dies, ``kill -9`` included. So an
+    autosave whose lock nobody else holds is work a crash left behind, and one another running
+    editor still holds is not offered.
     """
 
     def __init__(self, project_path: str | os.PathLike | None) -> None:
@@ -320,17 +325,41 @@ class Recovery:
     def path(self) -> Path:
         return autosave_path(self.project_path)
 
+    @classmethod
+    def left_behind(cls) -> list[Recovery]:
+        """Autosaves that crashed sessions left (their lock files name the project), newest
+        first."""
+        found: list[tuple[int, Recovery]] = []
+        for lock in (cache_dir() / "autosave").glob("*.lock"):
+            if lock in _SessionLock.held:
+                continue  # this process is still working on it
+            auto = lock.with_suffix(SUFFIX)
+            try:
+                named = lock.read_text(encoding="utf-8").strip()
+                mtime = auto.stat().st_mtime_ns
+            except (OSError, UnicodeDecodeError):
+                continue  # a lock without its autosave: nothing to recover
+            recovery = cls(named or None)
+            if recovery.path == auto and recovery.pending() is not None:
+                found.append((mtime, recovery))
+        return [r for _, r in sorted(found, key=lambda x: -x[0])]
+
     def write(self, project: Project) -> None:
         """Autosave ``project`` (atomically, like a save)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _SessionLock.take(self.path.with_suffix(".lock"),
+                          "" if self.project_path is None else str(self.project_path))
         _write_atomic(self.path, json.dumps(project.to_dict()) + "\n")
 
     def pending(self) -> Path | None:
-        """The autosave, if it is newer than the saved project (or there is no saved file)."""
+        """The autosave, if a crash left it and it is newer than the saved project (or there is
+        no saved file)."""
         try:
             auto = self.path.stat().st_mtime_ns
         except FileNotFoundError:
             return None
+        if _SessionLock.held_elsewhere(self.path.with_suffix(".lock")):
+            return None  # another running editor's work in progress
         if self.project_path is None:
             return self.path
         try:
@@ -344,18 +373,94 @@ class Recovery:
         return Project.load(self.path)
 
     def discard(self) -> None:
+        """A clean end: the autosave and its lock go (not another running editor's)."""
+        lock = self.path.with_suffix(".lock")
+        if _SessionLock.held_elsewhere(lock):
+            return
         self.path.unlink(missing_ok=True)
+        _SessionLock.drop(lock)
 
     def save(self, project: Project, path: str | os.PathLike | None = None) -> None:
         """A clean save to ``path`` (default: the project's own; Save As re-targets)."""
         target = Path(path) if path is not None else self.project_path
         if target is None:
             raise UsageError("choose where to save the project")
-        previous = self.path
+        previous = Recovery(self.project_path)
         project.save(target)
         self.project_path = target
-        previous.unlink(missing_ok=True)
+        previous.discard()
         self.discard()  # an autosave left under the new name is older than this save
+
+
+class _SessionLock:
+    """Lock files this process holds, kept open (and locked) until dropped or the process
+    ends."""
+
+    held: dict[Path, IO[str]] = {}
+
+    @classmethod
+    def take(cls, path: Path, text: str) -> None:
+        if path in cls.held:
+            return
+        f = open(path, "a+", encoding="utf-8")
+        if not _lock(f):
+            f.close()  # another editor has it: its autosave, our writes; no lock to keep
+            return
+        f.seek(0)
+        f.truncate()
+        f.write(text)
+        f.flush()
+        cls.held[path] = f
+
+    @classmethod
+    def drop(cls, path: Path) -> None:
+        f = cls.held.pop(path, None)
+        if f is not None:
+            _unlock(f)
+            f.close()
+        path.unlink(missing_ok=True)
+
+    @classmethod
+    def held_elsewhere(cls, path: Path) -> bool:
+        if path in cls.held or not path.exists():
+            return False
+        try:
+            with open(path, "a+", encoding="utf-8") as f:
+                if not _lock(f):
+                    return True
+                _unlock(f)
+                return False
+        except OSError:
+            return False
+
+
+# Past any path written in a lock file: Windows locks are mandatory, and readers must get in.
+_LOCK_OFFSET = 1 << 30
+
+
+def _lock(f: IO[str]) -> bool:
+    """Lock an open file for this process without waiting; False when another holds it."""
+    try:
+        if os.name == "nt":
+            import msvcrt
+            os.lseek(f.fileno(), _LOCK_OFFSET, os.SEEK_SET)
+            msvcrt.locking(f.fileno(), msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def _unlock(f: IO[str]) -> None:
+    if os.name == "nt":
+        import msvcrt
+        os.lseek(f.fileno(), _LOCK_OFFSET, os.SEEK_SET)
+        msvcrt.locking(f.fileno(), msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl
+        fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -1,6 +1,7 @@
 """The main window: opening media, marking ranges, undo, the dub, render, export, projects."""
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from desktop.main_window import MainWindow
 from desktop.relink_dialog import RelinkDialog
 from desktop.settings import Settings
 from engine.face.analysis import Target
-from engine.project import Project
+from engine.project import Project, Recovery
 from tests.conftest import shared_clip
 from tests.media_factory import make_video, write_tone_wav
 
@@ -236,12 +237,13 @@ def test_recovery_is_offered_for_a_newer_autosave(qtbot, window, synthetic, tmp_
     target = tmp_path / "p.redub"
     window._save_to(str(target))
     window.set_range(0.2, 1.0)
-    window.autosave()  # the app "crashes" here
+    crashed = copy.deepcopy(window.project)
+    window.new_project()  # (saving nothing: Discard)
+    Recovery(target).write(crashed)  # what a session that then crashed leaves
     asked = []
     monkeypatch.setattr(QtWidgets.QMessageBox, "question",
                         lambda *a, **k: asked.append(a[2]) or
                         QtWidgets.QMessageBox.StandardButton.Yes)
-    window._set_dirty(False)
     before = window.project
     window.open_project(str(target))
     qtbot.waitUntil(lambda: window.project is not before, timeout=10000)
@@ -403,12 +405,18 @@ def test_moved_media_is_relinked_through_the_dialog(qtbot, window, synthetic, tm
     assert window.project.ranges[0].start == 0.2
 
 
-def test_render_with_a_missing_model_says_which_file_to_put_where(qtbot, window, synthetic):
+def test_render_with_a_missing_model_says_which_file_to_put_where(qtbot, window, synthetic,
+                                                                   monkeypatch):
+    from desktop.model_download import MissingModelDialog
     video, dub = synthetic
     open_clip(qtbot, window, video, dub)
     window.set_range(0.2, 1.0)
     window.set_range_setting("backend", "wav2lip")
-    # The tests run offline (REDUB_OFFLINE): no download is tried, the file is named instead.
+    # The tests run offline (REDUB_OFFLINE): no download is tried, the missing-model dialog
+    # (answered with Cancel here) names the file under its details.
+    shown = []
+    monkeypatch.setattr(MissingModelDialog, "exec",
+                        lambda self: shown.append(self.detailedText()) or 0)
     assert window.render_action.isEnabled() and window.render_range() is None
-    assert window.renders == [] and len(window.warnings) == 1
-    assert "model 'wav2lip_96' (generator) is missing" in window.warnings[0]
+    assert window.renders == [] and len(shown) == 1
+    assert "model 'wav2lip_96' (generator) is missing" in shown[0]

@@ -6,7 +6,7 @@ import hashlib
 import pytest
 from PySide6 import QtWidgets
 
-from desktop.model_download import ModelDownloadDialog, ensure_model
+from desktop.model_download import MissingModelDialog, ModelDownloadDialog, ensure_model
 from engine.models import download, manifest
 from tests.model_factory import offset_model, restorer_entry, write_manifest
 from tests.model_server import ModelServer, unused_port
@@ -71,18 +71,19 @@ def test_cancel_keeps_the_part_and_the_next_download_resumes(qtbot, server, fold
 def test_offline_setting_reports_the_missing_file_without_downloading(qtbot, server, folder,
                                                                       monkeypatch):
     monkeypatch.setenv(download.OFFLINE_ENV, "1")
-    shown = []
-    monkeypatch.setattr(QtWidgets.QMessageBox, "warning",
-                        lambda parent, title, text: shown.append(text))
+    shown = []  # the missing-model dialog's details, answered with Cancel
+    monkeypatch.setattr(MissingModelDialog, "exec",
+                        lambda self: shown.append(self.detailedText()) or 0)
     assert ensure_model("m", directory=folder) is None
     assert server.requests == [] and len(shown) == 1
     assert "model 'm' (restorer) is missing" in shown[0] and "m.onnx" in shown[0]
 
 
 def test_failure_is_reported_in_one_line(qtbot, server, folder, monkeypatch):
-    shown = []
-    monkeypatch.setattr(QtWidgets.QMessageBox, "warning",
-                        lambda parent, title, text: shown.append(text))
+    shown = []  # the engine's message, said by the missing-model dialog (answered with Cancel)
+    monkeypatch.setattr(MissingModelDialog, "exec",
+                        lambda self: shown.append(self.informativeText().split("\n")[0]) or 0)
     assert ensure_model("offline", directory=folder) is None
-    assert len(shown) == 1 and "\n" not in shown[0]
-    assert shown[0].startswith(f"{folder / 'offline.onnx'}: offline: cannot reach 127.0.0.1")
+    assert len(shown) == 1
+    assert shown[0].startswith(f"The download failed: {folder / 'offline.onnx'}: offline: "
+                               "cannot reach 127.0.0.1")

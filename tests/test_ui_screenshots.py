@@ -17,7 +17,7 @@ from engine.mask import landmark_polygon
 from engine.media.peaks import PeakPyramid
 from engine.media.reader import VideoReader
 from tests.conftest import shared_clip
-from ui.theme import THEME_QSS, apply_theme
+from ui.theme import THEME_QSS, apply_theme, style_sheet
 from ui.timeline import Timeline
 from ui.viewer import Viewer
 
@@ -50,7 +50,9 @@ def save(widget: QtWidgets.QWidget, name: str) -> None:
 
 
 def test_theme_loads(themed):
-    assert themed.styleSheet() == THEME_QSS.read_text(encoding="utf-8")
+    assert themed.styleSheet() == style_sheet()
+    assert "url(icons/" in THEME_QSS.read_text(encoding="utf-8")  # made absolute when applied
+    assert "url(icons/" not in themed.styleSheet()
     assert themed.palette().window().color().lightness() < 40
     button = QtWidgets.QPushButton("Render")
     button.ensurePolished()

@@ -8,8 +8,10 @@ header column as wide as the timeline's):
   with a bar over the frames they act on. Click selects (and moves the playhead there), drag moves a key, double-click on an
   empty frame adds a key there; Delete deletes the selected key, C copies it to the marked
   in/out span, A resets it to automatic. The same actions are in the right-click menu.
-- Openness gain and audio offset: keyframe curves. Double-click adds a key at that frame and
-  value, drag moves a key in time and value, Delete deletes it.
+- Openness gain and mouth timing: keyframe curves. Double-click adds a key at that frame and
+  value, drag moves a key in time and value (by the pointer's travel, not to it; with Shift
+  ten times finer), double-click on a key or Enter on the selected key types its value,
+  Delete deletes it.
 - Keep original: drag across frames to add a span where the source mouth is kept; drag a span's
   end to change it; select it and press Delete to remove it.
 
@@ -34,10 +36,15 @@ Qt = QtCore.Qt
 HEADER_W = 92  # as the timeline's lane headers, so the time axes line up
 ROW_H = {"mask": 24, "openness_gain": 32, "audio_offset_ms": 32, "keep": 16}
 ROWS = tuple(ROW_H)
-ROW_LABELS = {"mask": "Mask", "openness_gain": "Openness", "audio_offset_ms": "Audio offset",
+ROW_LABELS = {"mask": "Mask", "openness_gain": "Openness", "audio_offset_ms": "Mouth timing",
               "keep": "Keep original"}
 # Value span each curve row shows (bottom, top), and the unit in its labels.
 CURVE_SPAN = {"openness_gain": (0.0, 2.0), "audio_offset_ms": (-250.0, 250.0)}
+# What a typed value may be (the inspector's limits), its step and decimals.
+CURVE_ENTRY = {"openness_gain": (0.0, 3.0, 0.05, 2, "×"),
+               "audio_offset_ms": (-500.0, 500.0, 5.0, 0, " ms")}
+STEP = {"openness_gain": 0.01, "audio_offset_ms": 1.0}  # gains to 1 %, offsets to 1 ms
+FINE = 0.1  # Shift-drag: value per pixel, against a plain drag
 CURVE_COLOR = {"openness_gain": "#e8c15a", "audio_offset_ms": "#6fb8ff"}
 KEEP_COLOR = "#9aa4b1"
 _GAP = 2
@@ -53,6 +60,7 @@ class _Drag:
     frame: int = 0
     value: float = 0.0
     moved: bool = False
+    y: float = 0.0  # curve drags: the last pointer y, values move by the travel from it
 
 
 class KeyframeLane(QtWidgets.QWidget):
@@ -83,6 +91,7 @@ class KeyframeLane(QtWidgets.QWidget):
         self._defaults = {"openness_gain": 1.0, "audio_offset_ms": 0.0}
         self._selected: tuple | None = None  # ("mask", id, f), ("curve", name, f), ("keep", i)
         self._drag: _Drag | None = None
+        self.entry: QtWidgets.QDoubleSpinBox | None = None  # a key's value being typed
 
     def sizeHint(self) -> QtCore.QSize:
         return QtCore.QSize(800, self.minimumHeight())
@@ -166,8 +175,7 @@ class KeyframeLane(QtWidgets.QWidget):
         lo, hi = CURVE_SPAN[name]
         frac = (rect.bottom() - 3 - y) / max(rect.height() - 6, 1)
         value = lo + min(max(frac, 0.0), 1.0) * (hi - lo)
-        step = 0.01 if name == "openness_gain" else 1.0  # gains to 1 %, offsets to 1 ms
-        return round(value / step) * step
+        return round(value / STEP[name]) * STEP[name]
 
     def row_at(self, y: float) -> str | None:
         for name in ROWS:
@@ -237,7 +245,7 @@ class KeyframeLane(QtWidgets.QWidget):
         elif row in CURVE_SPAN and (key := self._curve_key_at(row, x, y)) is not None:
             self._selected = ("curve", row, key)
             self._drag = _Drag("curve", x, (row, key), key,
-                               self._corrections.curves.curve(row).keys[key])
+                               self._corrections.curves.curve(row).keys[key], y=y)
         elif row == "keep" and (hit := self._keep_at(x)) is not None:
             index, part = hit
             self._selected = ("keep", index)
@@ -257,15 +265,25 @@ class KeyframeLane(QtWidgets.QWidget):
         if d is None:
             return
         x, y = event.position().x(), event.position().y()
+        if d.kind == "curve":
+            self._drag_value(d, y, bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier))
         if not d.moved and abs(x - d.x0) < _DRAG_START_PX and d.kind != "curve":
             return
         d.moved = True
-        d.frame = self.frame_at(x)
-        if d.kind == "curve":
-            d.value = self.value_at(d.target[0], y)
-        elif d.kind == "seek":
+        if d.kind != "curve" or abs(x - d.x0) >= _DRAG_START_PX:  # a vertical drag keeps its frame
+            d.frame = self.frame_at(x)
+        if d.kind == "seek":
             self.seek.emit(d.frame)
         self.update()
+
+    def _drag_value(self, d: _Drag, y: float, fine: bool) -> None:
+        """Move a curve key's value by the pointer's travel since the last move."""
+        name = d.target[0]
+        lo, hi = CURVE_SPAN[name]
+        per_px = (hi - lo) / max(self.row_rect(name).height() - 6, 1) * (FINE if fine else 1.0)
+        lo, hi = CURVE_ENTRY[name][:2]
+        d.value = min(max(d.value + (d.y - y) * per_px, lo), hi)
+        d.y = y
 
     def mouseReleaseEvent(self, event: QtGui.QMouseEvent) -> None:
         d, self._drag = self._drag, None
@@ -280,7 +298,8 @@ class KeyframeLane(QtWidgets.QWidget):
         elif d.kind == "curve":
             name, start = d.target
             self._selected = ("curve", name, d.frame)
-            self.curve_key_moved.emit(name, start, d.frame, d.value)
+            value = round(d.value / STEP[name]) * STEP[name]
+            self.curve_key_moved.emit(name, start, d.frame, value)
         elif d.kind == "keep_new":
             first, last = sorted((d.target[0], d.frame))
             self.keep_set.emit(first, last, -1)
@@ -299,9 +318,66 @@ class KeyframeLane(QtWidgets.QWidget):
         frame = self.frame_at(x)
         if row == "mask" and self._mask_key_at(x, y) is None:
             self.mask_key_added.emit(frame)
-        elif row in CURVE_SPAN and self._curve_key_at(row, x, y) is None:
+        elif row in CURVE_SPAN and (key := self._curve_key_at(row, x, y)) is not None:
+            self._drag = None
+            self.edit_curve_key(row, key)
+        elif row in CURVE_SPAN:
             self._selected = ("curve", row, frame)
             self.curve_key_set.emit(row, frame, self.value_at(row, y))
+
+    def edit_curve_key(self, name: str, frame: int) -> None:
+        """Type the value of the key at ``frame``: Enter sets it, Escape leaves it."""
+        self.close_entry()
+        self._selected = ("curve", name, frame)
+        lo, hi, step, decimals, suffix = CURVE_ENTRY[name]
+        entry = QtWidgets.QDoubleSpinBox(self)
+        entry.setObjectName("curve-key-entry")
+        entry.setRange(lo, hi)
+        entry.setSingleStep(step)
+        entry.setDecimals(decimals)
+        entry.setSuffix(suffix)
+        entry.setKeyboardTracking(False)
+        entry.setValue(self._corrections.curves.curve(name).keys[frame])
+        entry.installEventFilter(self)
+        entry.setProperty("key", (name, frame))
+        entry.editingFinished.connect(self._commit_entry)  # a method: gone with the lane
+        rect = self.row_rect(name)
+        entry.setGeometry(int(min(self.x_of(frame) + 6, self.width() - 96)),
+                          int(rect.top()), 92, int(rect.height()))
+        self.entry = entry
+        entry.show()
+        entry.setFocus()
+        entry.selectAll()
+        self.update()
+
+    def close_entry(self) -> None:
+        entry, self.entry = self.entry, None
+        if entry is not None:
+            entry.hide()
+            entry.deleteLater()
+            self.setFocus()
+
+    def _commit_entry(self) -> None:
+        entry = self.entry
+        if entry is None:  # already closed (Escape, or a second finish signal)
+            return
+        name, frame = entry.property("key")
+        value = float(entry.value())
+        self.close_entry()
+        if value != self._corrections.curves.curve(name).keys.get(frame):
+            self.curve_key_set.emit(name, frame, value)
+
+    def eventFilter(self, obj: QtCore.QObject, event: QtCore.QEvent) -> bool:
+        if obj is self.entry and event.type() == QtCore.QEvent.Type.KeyPress:
+            if event.key() == Qt.Key.Key_Escape:
+                self.close_entry()
+                return True
+            if event.key() in (Qt.Key.Key_Return, Qt.Key.Key_Enter):
+                # Finish here: unhandled, the key would reach the lane and reopen the entry.
+                self.entry.interpretText()
+                self._commit_entry()
+                return True
+        return super().eventFilter(obj, event)
 
     def keyPressEvent(self, event: QtGui.QKeyEvent) -> None:
         key = event.key()
@@ -312,6 +388,8 @@ class KeyframeLane(QtWidgets.QWidget):
             self.mask_key_copied.emit(s[1], s[2])
         elif key == Qt.Key.Key_A and s is not None and s[0] == "mask":
             self.mask_key_reset.emit(s[1], s[2])
+        elif key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and s is not None and s[0] == "curve":
+            self.edit_curve_key(s[1], s[2])
         else:
             super().keyPressEvent(event)
 

@@ -61,4 +61,11 @@ def apply_theme(app: QtWidgets.QApplication) -> None:
     """Fusion style (renders the same on every platform), the dark palette and the style sheet."""
     app.setStyle("Fusion")
     app.setPalette(dark_palette())
-    app.setStyleSheet(THEME_QSS.read_text(encoding="utf-8"))
+    app.setStyleSheet(style_sheet())
+
+
+def style_sheet() -> str:
+    """The theme's style sheet, its ``url(icons/...)`` made absolute: Qt resolves relative
+    urls against the working directory, not the sheet's folder."""
+    icons = (THEME_QSS.parent / "icons").as_posix()
+    return THEME_QSS.read_text(encoding="utf-8").replace("url(icons/", f"url({icons}/")

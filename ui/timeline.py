@@ -15,7 +15,9 @@ Mouse (on the canvas): click or drag in the ruler or on an empty lane moves the 
 frame; drag the in/out brackets in the ruler to change the range; drag the dub clip to
 change its offset (whole frames, snapping to the playhead, in/out, clip and range-state edges
 within a few pixels); middle-drag pans; the wheel zooms around the cursor; Shift+wheel or a
-horizontal wheel scrolls. Signals are emitted for user actions only, never for API calls.
+horizontal wheel scrolls. Lanes taller than the timeline scroll vertically (the scroll bar, or
+the wheel over the track headers). Signals are emitted for user actions only, never for API
+calls.
 """
 from __future__ import annotations
 
@@ -46,11 +48,14 @@ UNPLACED = "#ff5530"
 UNPLACED_MIN_PX = 3  # a single frame stays visible and clickable zoomed out
 UNPLACED_RISE = 4  # marks stand this far above the state lane, into the ruler
 
-RULER_H = 26  # timecode ruler
+RULER_H = 30  # timecode ruler: labels on top, in/out brackets and ticks beneath them
+LABEL_H = 16  # the ruler's label band: brackets stay below it, so no label is covered
 STATE_H = 5  # render-state bar under the ruler
 VIDEO_H = 54
 AUDIO_MIN_H = 40
 AUDIO_MAX_H = 110
+AUDIO_PREF_H = 64  # the audio lanes' height in the timeline's preferred size
+WAVE_MAX_GAIN = 16.0  # waveforms are scaled to their loudest peak, by at most this much
 GAP = 3
 HEADER_W = 92
 SNAP_PX = 8  # snapping distance
@@ -74,8 +79,14 @@ class _Layout:
         """Bottom of the ruler area (ruler and state bar)."""
         return self.states[1]
 
+    @property
+    def bottom(self) -> float:
+        """Height of the lanes' content: below it, only scrolling shows more."""
+        return self.dub[1] + GAP
+
     @staticmethod
     def for_height(height: float) -> _Layout:
+        """Audio lanes share the height, within their limits (shorter: the lanes scroll)."""
         video = (RULER_H + STATE_H + GAP, RULER_H + STATE_H + GAP + VIDEO_H)
         audio = min(max((height - video[1] - 3 * GAP) / 2, AUDIO_MIN_H), AUDIO_MAX_H)
         source = (video[1] + GAP, video[1] + GAP + audio)
@@ -222,7 +233,8 @@ class _Ruler(_Item):
             return
         font = _font(7.5, mono=True)
         p.setFont(font)
-        label_w = QtGui.QFontMetricsF(font).horizontalAdvance("00:00:00:00") + 28
+        text_w = QtGui.QFontMetricsF(font).horizontalAdvance("00:00:00:00")
+        label_w = text_w + 28
         major, minor = _tick_steps(tl._fps, d.sx / tl._fps, label_w)
         t0, t1 = tl.visible_range()
         if minor:
@@ -230,14 +242,21 @@ class _Ruler(_Item):
             for t in _tick_times(t0, t1, minor, tl._fps):
                 x = round(d.x(t)) + 0.5
                 p.drawLine(QtCore.QPointF(x, bottom - 4), QtCore.QPointF(x, bottom - 1))
+        shown_to = -math.inf  # right end of the last label drawn
         for t in _tick_times(t0, t1, major, tl._fps):
             x = round(d.x(t)) + 0.5
             p.setPen(theme.color(theme.TEXT_DIM))
             p.drawLine(QtCore.QPointF(x, bottom - 10), QtCore.QPointF(x, bottom - 1))
+            # Whole labels only: the last one moves left of its tick rather than being cut,
+            # and one that would then overlap its neighbour (or is cut on the left) is left out.
+            lx = min(x + 4, right - text_w - 3)
+            if lx < 0 or lx < shown_to + 8:
+                continue
             p.setPen(theme.color(theme.TEXT))
-            p.drawText(QtCore.QRectF(x + 4, top + 2, label_w, bottom - top - 8),
+            p.drawText(QtCore.QRectF(lx, top + 1, text_w + 2, LABEL_H - 1),
                        Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
                        tl.timecode(t))
+            shown_to = lx + text_w
         y0, y1 = d.y(lay.states[0]) + 1, d.y(lay.states[1])
         for start, end, state in tl._states:
             x0, x1 = max(d.x(start), left), min(d.x(end), right)
@@ -360,7 +379,7 @@ class _AudioClip(_Item):
         p.fillRect(body, theme.color(body_colour))
         if peaks is not None:
             p.setRenderHint(QtGui.QPainter.RenderHint.Antialiasing, False)
-            path = self._waveform(peaks, d, start, x0, x1, y0 + 14, y1 - 2)
+            path = self._waveform(peaks, d, start, x0, x1, y0 + 2, y1 - 2)
             p.fillPath(path, theme.color(wave_colour))
             p.setPen(QtGui.QPen(theme.color(wave_colour), 1))
             p.drawPath(path)  # the stroke keeps quiet passages visible as a line
@@ -370,33 +389,64 @@ class _AudioClip(_Item):
         p.setBrush(Qt.BrushStyle.NoBrush)
         p.drawRect(body.adjusted(0.5, 0.5, -0.5, -0.5))
         if x1 - x0 > 60:
-            p.setPen(theme.color(wave_colour))
-            p.setFont(_font(7.5, bold=True))
+            font = _font(7.5, bold=True)
+            p.setFont(font)
             label = name
             if self.dub:
                 label = f"{name}   {tl._format_offset(start)}"
-            p.drawText(QtCore.QRectF(max(x0, 0) + 6, y0 + 1, x1 - max(x0, 0) - 12, 13),
+            box = QtCore.QRectF(max(x0, 0) + 2, y0 + 1, x1 - max(x0, 0) - 4, 13)
+            text_w = min(QtGui.QFontMetricsF(font).horizontalAdvance(label) + 8, box.width())
+            # Over the waveform, which fills the lane: on a patch of the clip's colour.
+            p.fillRect(QtCore.QRectF(box.left(), box.top(), text_w, box.height()),
+                       theme.color(body_colour, 210))
+            p.setPen(theme.color(wave_colour))
+            p.drawText(box.adjusted(4, 0, -4, 0),
                        Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter, label)
 
     def _waveform(self, peaks: PeakPyramid, d: _Device, start: float, x0: float, x1: float,
                   top: float, bottom: float) -> QtGui.QPainterPath:
-        """The min/max envelope over device pixels x0..x1, one pyramid query per view."""
+        """The min/max envelope over device pixels x0..x1, one pyramid query per view.
+
+        Scaled to the clip's loudest peak, so a quiet recording fills the lane too (the editor
+        lines up shapes; levels are the meters' job). Zoomed in past one finest bucket per
+        pixel, the envelope joins the buckets' centres: pixels repeating a bucket would draw
+        it as a block.
+        """
         px0, px1 = math.floor(x0), math.ceil(x1)
         key = (id(peaks), px0, px1, d.sx, d.tx - start * d.sx, top, bottom)
         if key != self._path_key:
             t0, t1 = (px0 - d.tx) / d.sx - start, (px1 - d.tx) / d.sx - start
-            width = max(px1 - px0, 1)
-            mins, maxs = peaks.query(t0, t1, width)
+            bucket = peaks.bucket_size(0) / peaks.rate  # seconds
+            if bucket * d.sx > 1:
+                first = max(math.floor(t0 / bucket), 0)
+                lo_all, hi_all = peaks.levels[0]
+                last = min(math.ceil(t1 / bucket) + 1, len(lo_all))
+                mins, maxs = lo_all[first:last], hi_all[first:last]
+                xs = d.x(start + (np.arange(first, max(last, first)) + 0.5) * bucket)
+            else:
+                width = max(px1 - px0, 1)
+                mins, maxs = peaks.query(t0, t1, width)
+                xs = px0 + np.arange(width, dtype=np.float64) + 0.5
+            if len(xs) == 0:
+                mins = maxs = np.zeros(1, np.float32)
+                xs = np.array([(px0 + px1) / 2], np.float64)
             mid, half = (top + bottom) / 2, (bottom - top) / 2
-            xs = px0 + np.arange(width, dtype=np.float64) + 0.5
-            upper = mid - np.clip(maxs, -1, 1) * half
-            lower = mid - np.clip(mins, -1, 1) * half
+            scale = half * _gain(peaks)
+            upper = mid - np.clip(maxs * scale, -half, half)
+            lower = mid - np.clip(mins * scale, -half, half)
             path = pg.arrayToQPath(np.concatenate([xs, xs[::-1]]),
                                    np.concatenate([upper, lower[::-1]]), connect="all",
                                    finiteCheck=False)
             path.closeSubpath()
             self._path_key, self._path = key, path
         return self._path
+
+
+def _gain(peaks: PeakPyramid) -> float:
+    """The display gain bringing the loudest peak (the coarsest level's one bucket) to full."""
+    lo, hi = peaks.levels[-1]
+    loudest = float(max(np.max(np.abs(lo), initial=0.0), np.max(np.abs(hi), initial=0.0)))
+    return min(1 / loudest, WAVE_MAX_GAIN) if loudest > 0 else 1.0
 
 
 class _RangeOverlay(_Item):
@@ -419,13 +469,14 @@ class _RangeOverlay(_Item):
             p.setPen(QtGui.QPen(theme.color(theme.ACCENT, 140), 1))
             for x in (xi + 0.5, xo - 0.5):
                 p.drawLine(QtCore.QPointF(x, lanes_top), QtCore.QPointF(x, bottom))
-            # Brackets: "[" at the in point, "]" at the out point, in the ruler.
+            # Brackets: "[" at the in point, "]" at the out point, under the ruler's labels.
             p.setPen(QtGui.QPen(theme.color(theme.ACCENT), 2))
+            bracket_top = d.y(lay.ruler[0] + LABEL_H) + 1
             for x, sign in ((xi + 1, 1), (xo - 1, -1)):
-                p.drawPolyline(QtGui.QPolygonF([QtCore.QPointF(x + 6 * sign, 2),
-                                                QtCore.QPointF(x, 2),
-                                                QtCore.QPointF(x, ruler_bottom - 1),
-                                                QtCore.QPointF(x + 6 * sign, ruler_bottom - 1)]))
+                p.drawPolyline(QtGui.QPolygonF([
+                    QtCore.QPointF(x + 6 * sign, bracket_top), QtCore.QPointF(x, bracket_top),
+                    QtCore.QPointF(x, ruler_bottom - 1),
+                    QtCore.QPointF(x + 6 * sign, ruler_bottom - 1)]))
         if tl._snap_at is not None:
             x = round(d.x(tl._snap_at)) + 0.5
             p.setPen(QtGui.QPen(theme.color("#ffffff", 220), 1, Qt.PenStyle.DashLine))
@@ -439,7 +490,7 @@ class _Playhead(_Item):
     def boundingRect(self) -> QtCore.QRectF:
         pw = self.tl._seconds_per_pixel()
         return QtCore.QRectF(self.tl._playhead - 8 * pw, 0, 16 * pw,
-                             self.tl._canvas.viewport().height())
+                             self.tl._view_rect().height())
 
     def draw(self, p: QtGui.QPainter, d: _Device) -> None:
         lay = self.tl._layout
@@ -469,6 +520,7 @@ class _Headers(QtWidgets.QWidget):
         tl, lay = self.tl, self.tl._layout
         p = QtGui.QPainter(self)
         p.fillRect(self.rect(), theme.color(theme.BASE))
+        p.translate(0, -tl._top)  # scrolled with the lanes
         head = QtCore.QRectF(0, 0, self.width(), lay.head)
         p.fillRect(head, theme.color(theme.PANEL))
         if tl._fps > 0:
@@ -486,8 +538,13 @@ class _Headers(QtWidgets.QWidget):
             p.setPen(theme.color(theme.TEXT_DIM))
             p.setFont(_font(8))
             p.drawText(box.adjusted(32, 0, -4, 0), Qt.AlignmentFlag.AlignVCenter, name)
+        p.resetTransform()
         p.setPen(theme.color("#000000"))
         p.drawLine(self.width() - 1, 0, self.width() - 1, self.height())
+
+    def wheelEvent(self, event: QtGui.QWheelEvent) -> None:
+        # The canvas's wheel zooms; over the headers it scrolls the lanes.
+        QtWidgets.QApplication.sendEvent(self.tl._vscroll, event)
 
 
 @dataclass
@@ -532,6 +589,7 @@ class Timeline(QtWidgets.QWidget):
         self._drag: _Drag | None = None
         self._view = (0.0, 10.0)
         self._layout = _Layout.for_height(240)
+        self._top = 0  # pixels the lanes are scrolled up by, where they do not fit
 
         self._canvas = pg.GraphicsView(background=theme.BASE)
         self._canvas.setFrameShape(QtWidgets.QFrame.Shape.NoFrame)
@@ -558,11 +616,15 @@ class Timeline(QtWidgets.QWidget):
         self._headers = _Headers(self)
         self._scroll = QtWidgets.QScrollBar(Qt.Orientation.Horizontal)
         self._scroll.valueChanged.connect(self._on_scroll)
+        self._vscroll = QtWidgets.QScrollBar(Qt.Orientation.Vertical)
+        self._vscroll.valueChanged.connect(self._on_vscroll)
+        self._vscroll.hide()
         grid = QtWidgets.QGridLayout(self)
         grid.setContentsMargins(0, 0, 0, 0)
         grid.setSpacing(0)
         grid.addWidget(self._headers, 0, 0)
         grid.addWidget(self._canvas, 0, 1)
+        grid.addWidget(self._vscroll, 0, 2)
         grid.addWidget(self._scroll, 1, 1)
 
         self._loader = _ThumbLoader()
@@ -575,7 +637,14 @@ class Timeline(QtWidgets.QWidget):
         self._thumb_timer.timeout.connect(self._request_thumbs)
 
     def sizeHint(self) -> QtCore.QSize:
-        return QtCore.QSize(1000, 250)
+        """Every lane shown, the audio lanes at a comfortable height."""
+        lanes = _Layout.for_height(0).video[1] + 3 * GAP + 2 * AUDIO_PREF_H
+        return QtCore.QSize(1000, lanes + self._scroll.sizeHint().height())
+
+    def minimumSizeHint(self) -> QtCore.QSize:
+        # The ruler and the video lane; below that height the lanes scroll.
+        return QtCore.QSize(300, _Layout.for_height(0).video[1] + GAP
+                            + self._scroll.sizeHint().height())
 
     # -- content -------------------------------------------------------------------------
     def set_clip(self, duration: float, frame_rate: float | Fraction,
@@ -703,6 +772,10 @@ class Timeline(QtWidgets.QWidget):
 
     def unplaced_at(self, x: float, y: float) -> tuple[int, int] | None:
         """The unplaced-frames mark under canvas pixel (x, y), if any."""
+        return self._mark_at(x, y + self._top)
+
+    def _mark_at(self, x: float, y: float) -> tuple[int, int] | None:
+        """:meth:`unplaced_at` with ``y`` in lane pixels (the canvas's plus the scroll)."""
         y0, y1 = self._layout.states
         if not y0 - UNPLACED_RISE <= y < y1:
             return None
@@ -798,9 +871,14 @@ class Timeline(QtWidgets.QWidget):
         return self._canvas.viewport()
 
     def lane_rect(self, lane: str) -> QtCore.QRectF:
-        """A lane ("ruler", "states", "video", "source", "dub") in canvas pixels."""
+        """A lane ("ruler", "states", "video", "source", "dub") in canvas pixels (scrolled
+        lanes: partly or wholly outside the canvas)."""
         y0, y1 = getattr(self._layout, lane)
-        return QtCore.QRectF(0, y0, self._canvas.viewport().width(), y1 - y0)
+        return QtCore.QRectF(0, y0 - self._top, self._canvas.viewport().width(), y1 - y0)
+
+    def lanes_scroll(self) -> QtWidgets.QScrollBar:
+        """The lanes' vertical scroll bar (shown only where they do not fit)."""
+        return self._vscroll
 
     def _extent(self) -> tuple[float, float]:
         """The span worth showing: the clip and the dub, with a little room either side."""
@@ -815,7 +893,8 @@ class Timeline(QtWidgets.QWidget):
 
     def _view_rect(self) -> QtCore.QRectF:
         t0, t1 = self._view
-        return QtCore.QRectF(t0, 0, t1 - t0, max(self._canvas.viewport().height(), 1))
+        return QtCore.QRectF(t0, 0, t1 - t0, max(self._canvas.viewport().height(),
+                                                 self._layout.bottom, 1))
 
     def _seconds_per_pixel(self) -> float:
         t0, t1 = self._view
@@ -824,7 +903,20 @@ class Timeline(QtWidgets.QWidget):
     def _on_resized(self) -> None:
         height = self._canvas.viewport().height()
         self._layout = _Layout.for_height(height)
-        self._vb.setYRange(0, height, padding=0)
+        hidden = max(math.ceil(self._layout.bottom - height), 0)
+        bar = self._vscroll
+        bar.blockSignals(True)
+        bar.setRange(0, hidden)
+        bar.setPageStep(max(height, 1))
+        bar.setSingleStep(20)
+        bar.blockSignals(False)
+        bar.setVisible(hidden > 0)
+        self._on_vscroll(bar.value())
+
+    def _on_vscroll(self, value: int) -> None:
+        self._top = value
+        height = self._canvas.viewport().height()
+        self._vb.setYRange(value, value + height, padding=0)
         t0, t1 = self._view
         self.set_view(t0, t1)
         self._headers.update()
@@ -975,14 +1067,14 @@ class Timeline(QtWidgets.QWidget):
     def _press(self, event: QtGui.QMouseEvent) -> None:
         if self._duration <= 0:
             return
-        x, y = event.position().x(), event.position().y()
+        x, y = event.position().x(), event.position().y() + self._top
         if event.button() == Qt.MouseButton.MiddleButton:
             self._drag = _Drag("pan", x, view=self._view)
             self.canvas().setCursor(Qt.CursorShape.ClosedHandCursor)
             return
         if event.button() != Qt.MouseButton.LeftButton:
             return
-        mark = self.unplaced_at(x, y)
+        mark = self._mark_at(x, y)
         if mark is not None:
             before = self._playhead
             self._move_playhead(self._frame_time(mark[0]))
@@ -1003,7 +1095,7 @@ class Timeline(QtWidgets.QWidget):
             self._scrub(x)
 
     def _move(self, event: QtGui.QMouseEvent) -> None:
-        x, y = event.position().x(), event.position().y()
+        x, y = event.position().x(), event.position().y() + self._top
         drag = self._drag
         if drag is None:
             self._hover(x, y)
@@ -1027,7 +1119,7 @@ class Timeline(QtWidgets.QWidget):
         if drag is not None and drag.kind == "dub-pending":
             self._scrub(event.position().x())  # a click on the dub still moves the playhead
         self._snap_at = None
-        self._hover(event.position().x(), event.position().y())
+        self._hover(event.position().x(), event.position().y() + self._top)
         self.canvas().update()
 
     def _wheel(self, event: QtGui.QWheelEvent) -> None:
@@ -1040,7 +1132,7 @@ class Timeline(QtWidgets.QWidget):
             self.zoom(1.25 ** (dy / 120), self.time_at(event.position().x()))
 
     def _hover(self, x: float, y: float) -> None:
-        if self.unplaced_at(x, y) is not None:
+        if self._mark_at(x, y) is not None:
             self.canvas().setCursor(Qt.CursorShape.PointingHandCursor)
         elif self._handle_at(x, y) is not None:
             self.canvas().setCursor(Qt.CursorShape.SizeHorCursor)

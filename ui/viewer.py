@@ -22,6 +22,7 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from ui import theme
+from ui.guides import GUIDES, draw_guides
 from ui.images import rgb_to_qimage
 
 CompareMode = Literal["source", "result", "split", "difference"]
@@ -96,21 +97,28 @@ class Viewer(QtWidgets.QWidget):
         self._mode: CompareMode = "source"
         self._wipe = 0.5
         self._gain = 4.0
+        self._exact = True  # the result is the rendered picture itself, not an encoded copy
         self._overlay: dict[str, np.ndarray | None] = dict.fromkeys(OVERLAYS)
         self._visible = dict.fromkeys(OVERLAYS, True)
+        self._guides: set[str] = set()  # of ui.guides.GUIDES: safe areas, centre cross
         self._drag: str | None = None  # "pan" or "wipe" while a button is held
         self._drag_from = QtCore.QPointF()
         self._space = False
         self._picking = False
 
     # -- data ----------------------------------------------------------------------------
-    def set_frames(self, source: np.ndarray, result: np.ndarray | None = None) -> None:
-        """Show a new frame (and its processed version); converted to images once, here."""
+    def set_frames(self, source: np.ndarray, result: np.ndarray | None = None, *,
+                   exact: bool = True) -> None:
+        """Show a new frame (and its processed version); converted to images once, here.
+
+        ``exact=False``: the result is an encoded copy (a render file's frame), so the
+        difference view says that its speckle is the encoder's, not the edit's."""
         if result is not None and np.shape(result) != np.shape(source):
             raise ValueError(f"result shape {np.shape(result)} differs from source "
                              f"{np.shape(source)}")
         old = self.frame_size()
         self._source_rgb, self._result_rgb = source, result
+        self._exact = exact
         self._images = {"source": rgb_to_qimage(source)}
         if result is not None:
             self._images["result"] = rgb_to_qimage(result)
@@ -139,6 +147,13 @@ class Viewer(QtWidgets.QWidget):
         """Overlay geometry in frame pixels; None (or NaN, a frame without the face) hides one."""
         self._overlay = {"box": _finite(box, (4,)), "landmarks": _finite(landmarks, (68, 2)),
                          "mask": _finite(mask_polygon), "crop": _finite(crop_box, (4,))}
+        self.update()
+
+    def set_guide_visible(self, kind: str, visible: bool) -> None:
+        """Toggle one of :data:`ui.guides.GUIDES` ("safe", "centre")."""
+        if kind not in GUIDES:
+            raise ValueError(f"unknown guide {kind!r} (use one of: {', '.join(GUIDES)})")
+        (self._guides.add if visible else self._guides.discard)(kind)
         self.update()
 
     def set_overlay_visible(self, kind: str, visible: bool) -> None:
@@ -291,6 +306,7 @@ class Viewer(QtWidgets.QWidget):
         else:
             self._draw_image(p, mode, rect)
         self._draw_overlays(p)
+        draw_guides(p, rect, self._guides)
         if mode == "split":
             self._draw_wipe(p, rect)
         self._draw_hud(p, mode)
@@ -387,7 +403,8 @@ class Viewer(QtWidgets.QWidget):
 
     def _draw_hud(self, p: QtGui.QPainter, mode: str) -> None:
         if mode == "difference":
-            draw_tag(p, f"DIFFERENCE ×{self._gain:g}", QtCore.QPointF(8, 8),
+            note = "" if self._exact else " · ENCODED RESULT: NOISE IS THE ENCODER'S"
+            draw_tag(p, f"DIFFERENCE ×{self._gain:g}{note}", QtCore.QPointF(8, 8),
                       Qt.AlignmentFlag.AlignLeft)
         elif mode != "split":
             label = "RESULT" if mode == "result" else "SOURCE"
