@@ -9,10 +9,10 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from desktop.main_window import MainWindow
 from desktop.relink_dialog import RelinkDialog
-from desktop.settings import Settings
 from engine.face.analysis import Target
 from engine.project import Project, Recovery
 from tests.conftest import shared_clip
+from tests.editor_window import new_window
 from tests.media_factory import make_video, write_tone_wav
 
 Qt = QtCore.Qt
@@ -68,13 +68,8 @@ def window(qtbot, tmp_path, monkeypatch):
     monkeypatch.setattr(QtWidgets.QMessageBox, "question",
                         lambda *a, **k: QtWidgets.QMessageBox.StandardButton.Discard)
     monkeypatch.setattr(QtWidgets.QMessageBox, "warning", lambda *a, **k: warnings.append(a[2]))
-    settings = Settings(QtCore.QSettings(str(tmp_path / "settings.ini"),
-                                         QtCore.QSettings.Format.IniFormat))
-    win = MainWindow(settings, make_playback())
-    qtbot.addWidget(win)
+    win = new_window(qtbot, tmp_path, make_playback())
     win.warnings = warnings
-    win.show()
-    qtbot.waitExposed(win)
     yield win
     win._set_dirty(False)
     win.close()

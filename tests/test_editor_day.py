@@ -1,15 +1,13 @@
 """The editor used for a day (issue 13): New Project, replacing the dub, rendering."""
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from desktop.main_window import MainWindow
-from desktop.playback import Playback
-from desktop.settings import Settings
+from tests.editor_window import (close_window, go_to_frame, mark, new_window, open_clip,
+                                 quiet_dialogs, stub_engine)
 from tests.media_factory import make_video, write_tone_wav
 
 Qt = QtCore.Qt
@@ -18,31 +16,15 @@ CTRL, SHIFT = Qt.KeyboardModifier.ControlModifier, Qt.KeyboardModifier.ShiftModi
 
 @pytest.fixture
 def window(qtbot, tmp_path, monkeypatch):
-    # "Discard" answers the unsaved-changes question; warnings would wait for a click.
-    monkeypatch.setattr(QtWidgets.QMessageBox, "question",
-                        lambda *a, **k: QtWidgets.QMessageBox.StandardButton.Discard)
-    monkeypatch.setattr(QtWidgets.QMessageBox, "warning", lambda *a, **k: None)
-    settings = Settings(QtCore.QSettings(str(tmp_path / "settings.ini"),
-                                         QtCore.QSettings.Format.IniFormat))
-    win = MainWindow(settings, Playback(audio_device=None))
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
+    quiet_dialogs(monkeypatch)
+    win = new_window(qtbot, tmp_path)
     yield win
-    win._set_dirty(False)
-    win.close()
-    win.bridge.shutdown()
+    close_window(win)
 
 
 @pytest.fixture
 def engine(window, monkeypatch):
-    """The bridge takes jobs without running them (the test plays the engine's part through
-    the bridge's signals) and records cancellations."""
-    ids = itertools.count(1000)
-    cancelled: list[int] = []
-    monkeypatch.setattr(window.bridge, "submit", lambda job: next(ids))
-    monkeypatch.setattr(window.bridge, "cancel", cancelled.append)
-    return cancelled
+    return stub_engine(window, monkeypatch)
 
 
 @pytest.fixture
@@ -50,26 +32,6 @@ def media(tmp_path):
     return (make_video(tmp_path / "v.mp4", frames=50, size=(160, 96), audio_rate=16000),
             write_tone_wav(tmp_path / "dub.wav", 2.5),
             write_tone_wav(tmp_path / "other.wav", 1.5))
-
-
-def open_clip(qtbot, win: MainWindow, video, dub) -> None:
-    win.open_video(str(video), dub=str(dub))
-    qtbot.waitUntil(lambda: win._source_rgb is not None and win.project is not None
-                    and bool(win.project.dubs), timeout=10000)
-
-
-def go_to_frame(qtbot, win: MainWindow, index: int) -> None:
-    win.playback.seek(float(win.clip.times[index]))
-    qtbot.waitUntil(lambda: win.frame_index == index, timeout=5000)
-
-
-def mark(qtbot, win: MainWindow, first: int, last: int) -> None:
-    """I on ``first``, O on ``last``, with the keys."""
-    go_to_frame(qtbot, win, first)
-    win.activateWindow()
-    qtbot.keyClick(win, Qt.Key.Key_I)
-    go_to_frame(qtbot, win, last)
-    qtbot.keyClick(win, Qt.Key.Key_O)
 
 
 def preview_image(value: int) -> QtGui.QImage:

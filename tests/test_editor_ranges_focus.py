@@ -6,8 +6,8 @@ import pytest
 from PySide6 import QtCore, QtWidgets
 
 from desktop.main_window import MainWindow
-from desktop.settings import Settings
 from engine.project import ExportPrefs, SyncRange
+from tests.editor_window import new_window
 from tests.media_factory import make_video, write_tone_wav
 from tests.test_desktop_app import go_to_frame, make_playback, open_clip
 
@@ -20,13 +20,8 @@ def window(qtbot, tmp_path, monkeypatch):
     monkeypatch.setattr(QtWidgets.QMessageBox, "question",
                         lambda *a, **k: QtWidgets.QMessageBox.StandardButton.Discard)
     monkeypatch.setattr(QtWidgets.QMessageBox, "warning", lambda *a, **k: warnings.append(a[2]))
-    settings = Settings(QtCore.QSettings(str(tmp_path / "settings.ini"),
-                                         QtCore.QSettings.Format.IniFormat))
-    win = MainWindow(settings, make_playback())
-    qtbot.addWidget(win)
+    win = new_window(qtbot, tmp_path, make_playback())
     win.warnings = warnings
-    win.show()
-    qtbot.waitExposed(win)
     # 50 frames at 25 fps: frame n starts at n * 0.04 s, 00:00:00:n in timecode.
     open_clip(qtbot, win, make_video(tmp_path / "v.mp4", frames=50, size=(160, 96)),
               write_tone_wav(tmp_path / "dub.wav", 2.5))

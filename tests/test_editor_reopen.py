@@ -11,9 +11,8 @@ import pytest
 from PySide6 import QtCore, QtWidgets
 
 from desktop.main_window import MainWindow
-from desktop.playback import Playback
-from desktop.settings import Settings
 from engine.project import MediaRef, Project, Recovery, autosave_path
+from tests.editor_window import go_to_frame, new_window
 from tests.face_clip import write_face_clip
 from tests.media_factory import make_video, write_tone_wav
 
@@ -42,12 +41,7 @@ def start(qtbot, tmp_path, asked):
     windows: list[MainWindow] = []
 
     def started() -> MainWindow:
-        settings = Settings(QtCore.QSettings(str(tmp_path / "settings.ini"),
-                                             QtCore.QSettings.Format.IniFormat))
-        win = MainWindow(settings, Playback(audio_device=None))
-        qtbot.addWidget(win)
-        win.show()
-        qtbot.waitExposed(win)
+        win = new_window(qtbot, tmp_path)
         qtbot.wait(50)  # the start-up checks run once the window is up
         windows.append(win)
         return win
@@ -57,11 +51,6 @@ def start(qtbot, tmp_path, asked):
         win._set_dirty(False)
         win.close()
         win.bridge.shutdown()
-
-
-def go_to_frame(qtbot, win: MainWindow, index: int) -> None:
-    win.playback.seek(float(win.clip.times[index]))
-    qtbot.waitUntil(lambda: win.frame_index == index, timeout=5000)
 
 
 def open_recent(qtbot, win: MainWindow, path: Path) -> None:

@@ -363,16 +363,9 @@ def test_save_and_reload_keep_the_edits(qtbot, editing, tmp_path):
 
 
 def test_in_the_main_window(qtbot, tmp_path, clip, media):
-    from desktop.main_window import MainWindow
-    from desktop.playback import Playback
-    from desktop.settings import Settings
+    from tests.editor_window import new_window
 
-    settings = Settings(QtCore.QSettings(str(tmp_path / "settings.ini"),
-                                         QtCore.QSettings.Format.IniFormat))
-    win = MainWindow(settings, Playback(audio_device=None))
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitExposed(win)
+    win = new_window(qtbot, tmp_path)
     try:
         win.open_video(str(clip), dub=str(shared_clip("speech_radio31_16k.wav")))
         qtbot.waitUntil(lambda: win.project is not None and bool(win.project.dubs), timeout=20000)
