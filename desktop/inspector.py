@@ -20,6 +20,7 @@ from typing import Callable
 from PySide6 import QtCore, QtWidgets
 
 from engine.lipsync.backend import GENERATORS
+from engine.mask import DILATION_RANGE, FEATHER_RANGE
 from engine.restore.backend import RESTORERS
 from engine.project import RangeSettings
 from ui import theme
@@ -49,8 +50,8 @@ class Inspector(QtWidgets.QWidget):
         self.restorer = self._combo("restorer", tuple(RESTORERS))
         self.strength = self._spin("restorer_strength", 0.0, 1.0, 0.05, 2)
         self.mask_kind = self._combo("mask_kind", MASK_KINDS)
-        self.dilation = self._spin("mask_dilation", -0.3, 0.3, 0.01, 3)
-        self.feather = self._spin("mask_feather", 0.0, 0.5, 0.01, 3)
+        self.dilation = self._spin("mask_dilation", *DILATION_RANGE, 0.01, 3)
+        self.feather = self._spin("mask_feather", *FEATHER_RANGE, 0.01, 3)
         self.gain = self._spin("openness_gain", 0.0, 3.0, 0.05, 2)
         self.offset = self._spin("audio_offset_ms", -500.0, 500.0, 5.0, 0, " ms")
         self._tips = {"openness_gain": "How far the mouth opens, times the generated motion",

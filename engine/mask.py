@@ -54,6 +54,12 @@ CHIN_RISE_FULL = 0.04
 _COARSE_FEATHER = 6.0
 
 
+# The ranges the editor offers for a mask's dilation and feather (fractions of the face size),
+# one for every control that sets them.
+DILATION_RANGE = (-0.5, 0.5)
+FEATHER_RANGE = (0.0, 1.0)
+
+
 @dataclass(frozen=True)
 class MaskSettings:
     """How the landmark mask is drawn; sizes are fractions of :func:`face_scale`.

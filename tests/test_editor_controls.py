@@ -92,6 +92,9 @@ def test_toolbar_sizes_are_the_inspectors(qtbot, window, engine, media):
     bar, insp = window.mask_editing.toolbar, window.inspector
     assert (bar.dilation.value(), bar.feather.value()) == \
         pytest.approx((insp.dilation.value(), insp.feather.value()))
+    # One setting, one range: a value one control takes, the other takes too.
+    for a, b in ((bar.dilation, insp.dilation), (bar.feather, insp.feather)):
+        assert (a.minimum(), a.maximum()) == (b.minimum(), b.maximum())
     type_into(qtbot, insp.dilation, "-0.1")
     type_into(qtbot, insp.feather, "0.2")
     assert window.project.ranges[0].settings.mask_dilation == pytest.approx(-0.1)

@@ -23,6 +23,7 @@ import math
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from engine.mask import DILATION_RANGE, FEATHER_RANGE
 from ui import theme
 from ui.viewer import Viewer, draw_tag
 
@@ -537,9 +538,9 @@ class MaskToolBar(QtWidgets.QToolBar):
         self.brush.setValue(12)
         self.brush.valueChanged.connect(lambda v: self.brush_changed.emit(float(v)))
         self.addSeparator()
-        self.dilation = self._spin("Dilation", -0.5, 0.5, 0.01, 3, "",
+        self.dilation = self._spin("Dilation", *DILATION_RANGE, 0.01, 3, "",
                                    "Where the mask's edge lies, as a fraction of the face")
-        self.feather = self._spin("Feather", 0.0, 1.0, 0.01, 3, "",
+        self.feather = self._spin("Feather", *FEATHER_RANGE, 0.01, 3, "",
                                   "Width of the mask's soft edge, as a fraction of the face")
         for name, spin in (("dilation", self.dilation), ("feather", self.feather)):
             spin.valueChanged.connect(lambda v, n=name: self._on_size(n, v))
