@@ -119,6 +119,7 @@ class Inspector(QtWidgets.QWidget):
         spin.valueChanged.connect(lambda value: self._emit(name, float(value)))
         # Enter, not leaving the field: both finish the edit, only Enter keeps the focus here.
         spin.editingFinished.connect(lambda: spin.hasFocus() and self.committed.emit())
+        spin.installEventFilter(_ArrowClicks(spin, self.committed.emit))
         return spin
 
     def _emit(self, name: str, value: object) -> None:
@@ -171,3 +172,21 @@ class Inspector(QtWidgets.QWidget):
                                 "a value), or delete them to use one value for the range.")
             else:
                 spin.setToolTip(self._tips[name])
+
+
+class _ArrowClicks(QtCore.QObject):
+    """A click on a spin box's arrows steps the value without keeping the keys from the
+    transport: nothing is being typed, so the focus goes back once the button is released.
+
+    Clicks on the text go to the box's line edit; the box itself receives only the ones on its
+    arrows and frame.
+    """
+
+    def __init__(self, spin: QtWidgets.QAbstractSpinBox, done: Callable[[], None]) -> None:
+        super().__init__(spin)
+        self._done = done
+
+    def eventFilter(self, watched: QtCore.QObject, event: QtCore.QEvent) -> bool:
+        if event.type() == QtCore.QEvent.Type.MouseButtonRelease:
+            QtCore.QTimer.singleShot(0, self._done)
+        return False

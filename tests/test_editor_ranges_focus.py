@@ -128,6 +128,16 @@ def test_transport_keys_work_after_enter_in_the_inspector(qtbot, window):
     qtbot.waitUntil(lambda: states[-1:] == ["paused"], timeout=2000)
     assert spin.value() == 1.5 and not spin.hasFocus()
 
+    # So do clicks on a field's arrows: nothing was typed.
+    qtbot.mouseClick(spin, Qt.MouseButton.LeftButton,
+                     pos=QtCore.QPoint(spin.width() - 6, spin.height() // 4))
+    assert spin.value() == pytest.approx(1.55)
+    qtbot.waitUntil(lambda: not spin.hasFocus(), timeout=2000)
+    qtbot.keyClick(QtWidgets.QApplication.focusWidget(), Qt.Key.Key_L)
+    qtbot.waitUntil(lambda: window.playback.rate > 0, timeout=2000)
+    qtbot.keyClick(QtWidgets.QApplication.focusWidget(), Qt.Key.Key_Space)
+    qtbot.waitUntil(lambda: states[-1:] == ["paused"], timeout=2000)
+
     # A choice from a list hands the keys back as well.
     box = window.inspector.mask_kind
     box.setFocus()
