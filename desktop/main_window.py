@@ -1204,6 +1204,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def set_compare_mode(self, mode: str) -> None:
         self.viewer.set_compare_mode(mode)
         self.compare_actions[mode].setChecked(True)
+        # The difference view must show untouched pixels as exactly zero: not the encoded file.
+        self.mask_editing.set_exact_wanted(mode == "difference")
 
     def _on_mask_result(self, index: int) -> None:
         if index == self.frame_index:

@@ -241,6 +241,10 @@ class MaskEditing(QtCore.QObject):
         self.frame = 0
         self.marked: tuple[int, int] | None = None
         self.editing = False
+        # The viewer compares pixel for pixel (the difference view): the playhead's frame is
+        # rendered through the prepared session, as while editing, not read from the encoded
+        # render file.
+        self.exact_wanted = False
         self._live: Corrections | None = None  # the state during a drag (not yet a command)
         self._invalid: dict[int, int] = {}  # frame -> version from which its result is valid
         self._results: OrderedDict[int, tuple[int, np.ndarray]] = OrderedDict()
@@ -321,7 +325,8 @@ class MaskEditing(QtCore.QObject):
     def set_frame(self, frame: int) -> None:
         self.frame = int(frame)
         self.lane.set_playhead(self.frame)
-        if self.editing and self.ready_spec is not None and self.result(self.frame) is None:
+        if (self.editing or self.exact_wanted) and self.ready_spec is not None \
+                and self.result(self.frame) is None:
             self.renderer.request(self.frame)
         self.refresh()
 
@@ -345,6 +350,13 @@ class MaskEditing(QtCore.QObject):
             self.viewer.set_overlay_visible("mask", self._overlay_mask)
         self.editing_changed.emit(on)
         self.refresh()
+
+    def set_exact_wanted(self, on: bool) -> None:
+        """Render the playhead's frame exactly (see ``exact_wanted``) from now on, or not."""
+        if on != self.exact_wanted:
+            self.exact_wanted = on
+            self._maybe_prepare()
+            self.set_frame(self.frame)
 
     def result(self, frame: int) -> np.ndarray | None:
         """The newest rendered picture of ``frame`` with the current corrections, if any."""
@@ -546,8 +558,8 @@ class MaskEditing(QtCore.QObject):
 
     # -- rendering -----------------------------------------------------------------------
     def _maybe_prepare(self) -> None:
-        if self.editing and self.spec is not None and self.analysis is not None \
-                and self.spec != self.ready_spec:
+        if (self.editing or self.exact_wanted) and self.spec is not None \
+                and self.analysis is not None and self.spec != self.ready_spec:
             self.message.emit("Preparing the mask preview…")
             self.renderer.prepare(self.spec, self.corrections)
 

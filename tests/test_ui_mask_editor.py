@@ -391,3 +391,30 @@ def test_in_the_main_window(qtbot, tmp_path, clip, media):
     finally:
         win._set_dirty(False)
         win.close()
+
+
+def test_difference_view_compares_with_the_exact_result_on_any_frame(qtbot, tmp_path, clip):
+    """Not the encoded render file: untouched pixels read exactly zero, whatever the frame."""
+    from tests.editor_window import new_window
+
+    win = new_window(qtbot, tmp_path)
+    try:
+        win.open_video(str(clip), dub=str(shared_clip("speech_radio31_16k.wav")))
+        qtbot.waitUntil(lambda: win.project is not None and bool(win.project.dubs), timeout=20000)
+        win.set_range(*SPAN)
+        qtbot.waitUntil(lambda: win.analysis is not None, timeout=60000)
+        win.compare_actions["difference"].trigger()
+        for frame in (FRAME, FRAME + 3):
+            win.playback.seek(float(win.clip.times[frame]))
+            qtbot.waitUntil(lambda: win.frame_index == frame
+                            and win.mask_editing.result(frame) is not None, timeout=30000)
+            qtbot.waitUntil(lambda: win.viewer._result_rgb is win.mask_editing.result(frame))
+            assert win.viewer._exact
+            changed = np.any(win.viewer._result_rgb != win._source_rgb, axis=2)
+            assert 0 < changed.mean() < 0.2  # the mouth, and nothing else
+        win.compare_actions["result"].trigger()
+        assert not win.mask_editing.exact_wanted
+    finally:
+        win._set_dirty(False)
+        win.close()
+        win.bridge.shutdown()
