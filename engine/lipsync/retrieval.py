@@ -12,12 +12,13 @@ from dataclasses import replace
 import numpy as np
 
 from engine.errors import RedubError
+from engine.face import geometry as geo
 from engine.face.analysis import Flag
 from engine.lipsync.backend import Generated, SyncContext
 from engine.lipsync.motion import (MIN_SPEECH_SECONDS, MIN_TRAIN_SECONDS, MotionModel,
                                    MotionSettings, audio_features)
 from engine.lipsync.select import SelectSettings, select_frames
-from engine.lipsync.shape import ShapeSpace, canonical, eye_distance
+from engine.lipsync.shape import ShapeSpace, canonical
 from engine.lipsync.warp import warp_lower_face
 from engine.media.frame import Frame
 from engine.media.reader import VideoReader
@@ -136,7 +137,7 @@ def _steady(landmarks: np.ndarray, train: np.ndarray) -> np.ndarray:
     never more than the fastest 30% of the training footage, so fidgety speakers keep donors.
     """
     rigid = landmarks[:, :48]
-    iod = eye_distance(landmarks)
+    iod = geo.interocular(landmarks)
     step = np.zeros(len(landmarks))
     if len(landmarks) > 1:
         step[1:] = np.linalg.norm(np.diff(rigid, axis=0), axis=2).mean(1) / np.maximum(iod[1:],

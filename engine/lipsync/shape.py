@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.face import geometry as geo
+
 MOUTH = np.arange(48, 68)
 JAW = np.arange(3, 14)
 SHAPE_POINTS = np.concatenate([JAW, MOUTH])
@@ -21,14 +23,9 @@ def canonical(landmarks: np.ndarray, transforms: np.ndarray) -> np.ndarray:
     return np.einsum("nij,nkj->nki", transforms[:, :, :2], landmarks) + transforms[:, None, :, 2]
 
 
-def eye_distance(landmarks: np.ndarray) -> np.ndarray:
-    """Distance between the eye centres per frame, (N, 68, 2) -> (N,): the face's size."""
-    return np.linalg.norm(landmarks[:, 36:42].mean(1) - landmarks[:, 42:48].mean(1), axis=1)
-
-
 def openness(landmarks: np.ndarray) -> np.ndarray:
     """Mean inner-lip gap over inter-ocular distance, (N, 68, 2) -> (N,); any frame of reference."""
-    eyes = eye_distance(landmarks)
+    eyes = geo.interocular(landmarks)
     gap = np.linalg.norm(landmarks[:, _INNER_TOP] - landmarks[:, _INNER_BOTTOM], axis=2).mean(1)
     return gap / np.maximum(eyes, 1e-9)
 
