@@ -1132,6 +1132,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.frame_index = index
         self._source_rgb = np.asarray(rgb)
         self.empty_hint.hide()
+        if self.mask_editing.exact_wanted:
+            self._refresh_mask_editing(self._range())
         self.mask_editing.set_frame(index)
         self.bridge.watch_frame(index)
         if self._result_at != index:
@@ -1206,6 +1208,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.compare_actions[mode].setChecked(True)
         # The difference view must show untouched pixels as exactly zero: not the encoded file.
         self.mask_editing.set_exact_wanted(mode == "difference")
+        self._refresh_mask_editing(self._range())
 
     def _on_mask_result(self, index: int) -> None:
         if index == self.frame_index:
@@ -1216,6 +1219,7 @@ class MainWindow(QtWidgets.QMainWindow):
         it changes."""
         lane = self.mask_editing.lane
         lane.setVisible(on)
+        self._refresh_mask_editing(self._range())  # editing previews the selected range
         height = self.timeline_dock.height() + (lane.minimumHeight() if on
                                                 else -lane.minimumHeight())
         # Once the dock's layout has taken the lane in (or out).
@@ -1300,18 +1304,32 @@ class MainWindow(QtWidgets.QMainWindow):
         self._refresh_mask_editing(r)
 
     def _refresh_mask_editing(self, r: SyncRange | None) -> None:
-        """The mask preview renders the selected range; the lane shades it."""
-        if self.project is None or r is None or not self.project.dubs:
+        """The lane shades the selected range ``r``; the mask preview renders the range
+        ``_previewed_range`` names."""
+        has_dub = self.project is not None and bool(self.project.dubs)
+        shown = self._previewed_range(r) if has_dub else None
+        if shown is None:
             self.mask_editing.set_context(None)
+        else:
+            dub = self.project.dubs[0]
+            self.mask_editing.set_context(PreviewSpec(
+                self.project.media.path, dub.media.path, dub.offset,
+                ((shown.start, shown.end),), shown.settings.to_sync_settings()))
+        if r is None or not has_dub:
             self.mask_editing.set_marked(None)
             return
-        dub = self.project.dubs[0]
-        self.mask_editing.set_context(PreviewSpec(self.project.media.path, dub.media.path,
-                                                  dub.offset, ((r.start, r.end),),
-                                                  r.settings.to_sync_settings()))
         first = self.clip.index_at(r.start)
         self.mask_editing.set_marked((first, max(self.clip.index_at(r.end - 0.5 / self.clip.fps),
                                                  first)))
+
+    def _previewed_range(self, selected: SyncRange | None) -> SyncRange | None:
+        """The selected range, except in the difference view (not editing the mask), which
+        renders whichever range holds the playhead: every range's untouched pixels must read
+        zero there, not only the selected one's."""
+        if not self.mask_editing.exact_wanted or self.mask_editing.editing or self.clip is None:
+            return selected
+        t = float(self.clip.times[min(self.frame_index, len(self.clip.times) - 1)])
+        return next((s for s in self.project.ranges if s.start <= t < s.end), selected)
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)

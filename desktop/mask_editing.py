@@ -582,6 +582,8 @@ class MaskEditing(QtCore.QObject):
             self._invalid[frame] = version
 
     def _on_rendered(self, version: int, frame: int, rgb: np.ndarray, seconds: float) -> None:
+        if self.ready_spec != self.spec:
+            return  # the session of a range left since: its pictures are not this range's
         if version < self._invalid.get(frame, 0):
             return  # an edit made since reaches this frame: its render is on the way
         self._results[frame] = (version, rgb)

@@ -394,13 +394,16 @@ def test_in_the_main_window(qtbot, tmp_path, clip, media):
 
 
 def test_difference_view_compares_with_the_exact_result_on_any_frame(qtbot, tmp_path, clip):
-    """Not the encoded render file: untouched pixels read exactly zero, whatever the frame."""
+    """Not the encoded render file: untouched pixels read exactly zero, whatever the frame and
+    whichever range holds it."""
     from tests.editor_window import new_window
 
     win = new_window(qtbot, tmp_path)
     try:
         win.open_video(str(clip), dub=str(shared_clip("speech_radio31_16k.wav")))
         qtbot.waitUntil(lambda: win.project is not None and bool(win.project.dubs), timeout=20000)
+        win.set_range(1.0, 2.0)  # a second range, never selected
+        win.new_range()
         win.set_range(*SPAN)
         qtbot.waitUntil(lambda: win.analysis is not None, timeout=60000)
         win.compare_actions["difference"].trigger()
@@ -412,6 +415,15 @@ def test_difference_view_compares_with_the_exact_result_on_any_frame(qtbot, tmp_
             assert win.viewer._exact
             changed = np.any(win.viewer._result_rgb != win._source_rgb, axis=2)
             assert 0 < changed.mean() < 0.2  # the mouth, and nothing else
+        # The other range, not the selected one: its frames compare exactly too.
+        other = 37  # 1.48 s
+        win.playback.seek(float(win.clip.times[other]))
+        qtbot.waitUntil(lambda: win.frame_index == other
+                        and win.mask_editing.result(other) is not None, timeout=60000)
+        qtbot.waitUntil(lambda: win.viewer._result_rgb is win.mask_editing.result(other))
+        assert win.viewer._exact and win._range().start == SPAN[0]
+        changed = np.any(win.viewer._result_rgb != win._source_rgb, axis=2)
+        assert 0 < changed.mean() < 0.2
         win.compare_actions["result"].trigger()
         assert not win.mask_editing.exact_wanted
     finally:
