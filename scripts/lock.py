@@ -1,7 +1,8 @@
 """Write the hash-locked requirement sets that ``scripts/setup.sh`` installs.
 
 One lock per set (base, dev, export, gpu), resolved from ``pyproject.toml``'s compatible ranges
-to the newest releases that fit them and ``requirements/constraints.txt``. The ``gpu`` set is
+to the newest releases that fit them and ``requirements/constraints.txt`` (with ``--upgrade``;
+without it, the releases already locked stay and only new requirements are resolved). The ``gpu`` set is
 the base with onnxruntime-gpu in place of onnxruntime (both ship the same module). pip and
 setuptools are locked too: the package is installed without build isolation, so nothing the
 lock does not name is downloaded. Run by ``scripts/refresh-lock.sh``.
@@ -34,25 +35,28 @@ def sets(project: dict) -> dict[str, list[str]]:
             "gpu": gpu}
 
 
-def compile_set(name: str, requirements: list[str], uv: str) -> None:
+def compile_set(name: str, requirements: list[str], uv: str, upgrade: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         source = Path(tmp) / f"{name}.in"
         source.write_text("\n".join(requirements + TOOLS) + "\n")
         command = [uv, "pip", "compile", str(source), "-o", str(OUT / f"{name}.txt"),
                    # For this kind of machine: its Python and platform (glibc) tags.
-                   "--generate-hashes", "--upgrade", "--python-version", "3.11",
+                   "--generate-hashes", "--python-version", "3.11",
                    "-c", str(OUT / "constraints.txt"),
                    "--custom-compile-command", "bash scripts/refresh-lock.sh"]
+        if upgrade:
+            command.append("--upgrade")
         if FIND_LINKS.is_dir():
             command += ["--find-links", str(FIND_LINKS)]
         subprocess.run(command, check=True)
 
 
 def main() -> int:
-    uv = sys.argv[1] if len(sys.argv) > 1 else "uv"
+    args = [a for a in sys.argv[1:] if a != "--upgrade"]
+    uv = args[0] if args else "uv"
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     for name, requirements in sets(project).items():
-        compile_set(name, requirements, uv)
+        compile_set(name, requirements, uv, "--upgrade" in sys.argv[1:])
     return 0
 
 

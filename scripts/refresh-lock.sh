@@ -8,6 +8,6 @@ TOOLS=$(mktemp -d)
 trap 'rm -rf "$TOOLS"' EXIT
 python3 -m venv "$TOOLS/venv"
 "$TOOLS/venv/bin/python" -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
-"$TOOLS/venv/bin/python" scripts/lock.py "$TOOLS/venv/bin/uv"
+"$TOOLS/venv/bin/python" scripts/lock.py "$TOOLS/venv/bin/uv" --upgrade
 bash scripts/setup.sh
 bash scripts/test.sh
