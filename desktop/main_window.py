@@ -10,11 +10,9 @@ Ranges: the project's ranges are the sync ranges; one is selected and shown as t
 in/out. I and O move the selected range's edges (or create one); "New range" deselects so the
 next range starts at the playhead (O ends it) or where I marks. Ranges never overlap
 (:mod:`desktop.range_marks` refuses marks that would, and stops dragged edges at neighbours).
-Render states are not stored: each render remembers the range, settings and dub offset it was
-made with, and is "rendered" while they still match the project (undo brings a render back),
-"stale" otherwise, "rendering" while its job runs. The frames a render leaves with their own
-mouth (the face could not be placed) are marked on the timeline from the moment its session is
-prepared, the newest render's over its range.
+Renders, their states and the result pictures they give are kept by :mod:`desktop.renders`;
+the window shows them (states and frames keeping their own mouth on the timeline, pictures in
+the viewer).
 """
 from __future__ import annotations
 
@@ -29,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from desktop.bridge import EngineBridge, ExportJob, Spans, SyncJob, UnplacedFn
+from desktop.bridge import EngineBridge, ExportJob, SyncJob, UnplacedFn
 from desktop.dock_layout import dock_features, fit_timeline, scrollable
 from desktop.export_dialog import ExportDialog
 from desktop.full_screen import FullScreenViewer
@@ -41,6 +39,7 @@ from desktop.range_list import RangeList, RangeNavigation
 from desktop.range_marks import RangeMarks, clamp_drag
 from desktop.recovery import offer_recovery
 from desktop.relink_dialog import ask_relink
+from desktop.renders import Render, Renders
 from desktop.settings import Settings
 from desktop.shortcut_sheet import ShortcutSheet
 from engine.errors import RedubError
@@ -51,8 +50,8 @@ from engine.media.probe import VideoStreamInfo
 from engine.media.reader import VideoReader
 from engine.paths import cache_dir
 from engine.pipeline import SyncSettings, required_models
-from engine.project import (SUFFIX, DubTrack, ExportPrefs, MediaRef, Project, RangeSettings,
-                            Recovery, RelinkReport, SyncRange)
+from engine.project import (SUFFIX, DubTrack, ExportPrefs, MediaRef, Project, Recovery,
+                            RelinkReport, SyncRange)
 from engine.progress import CancelToken, ProgressFn
 from engine.render import ExportSettings, RenderResult
 from ui.timecode_entry import TimecodeEntry, clip_resolver
@@ -164,6 +163,14 @@ def _load_dub(path: str) -> tuple[MediaRef, PeakPyramid]:
     return MediaRef.from_file(path), cached_peaks(path)
 
 
+def _rgb(image: QtGui.QImage) -> np.ndarray:
+    """A bridge picture as an (h, w, 3) uint8 RGB array of its own."""
+    image = image.convertToFormat(QtGui.QImage.Format.Format_RGB888)
+    return np.frombuffer(image.constBits(), np.uint8).reshape(
+        image.height(), image.bytesPerLine())[:, :image.width() * 3].reshape(
+        image.height(), image.width(), 3).copy()
+
+
 @dataclass
 class AnalysisJob:
     """Face analysis of the whole clip as an engine job (the result stays on the job)."""
@@ -177,22 +184,6 @@ class AnalysisJob:
         self.analysis = analyze_range(self.video, target=self.target, progress=progress,
                                       cancel=cancel)
         return RenderResult(path="", frames=len(self.analysis), seconds=0.0, notes=[])
-
-
-@dataclass
-class Render:
-    """One range render: what it was made from, so its state follows the project."""
-
-    start: float
-    end: float
-    settings: RangeSettings
-    dub_offset: float
-    output: str
-    job: int
-    corrections: dict[str, Any] | None = None  # the project's corrections, as saved
-    unplaced: Spans | None = None  # frames keeping their own mouth (None: not prepared yet)
-    running: bool = True
-    done: bool = False
 
 
 @dataclass
@@ -243,18 +234,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.recovery = Recovery(None)
         self.clip: ClipInfo | None = None
         self.selected: int | None = None
-        self.renders: list[Render] = []
+        self.renders = Renders()
         self._dub_peaks: dict[str, PeakPyramid] = {}  # dub path -> waveform, for undo
         self.analysis: FaceAnalysis | None = None
         self.time = 0.0
         self.frame_index = 0
         self._source_rgb: np.ndarray | None = None
-        self._previews: dict[int, np.ndarray] = {}  # frame index -> newest render preview
-        self._result_at: int | None = None  # frame index of the last decoded result
-        self._result_rgb: np.ndarray | None = None
-        # frame index -> (render job, its exact picture): the render file's copy is encoded,
-        # so the frame the editor is parked on comes from the bridge as rendered (compare modes)
-        self._exact: dict[int, tuple[int, np.ndarray]] = {}
         self._dirty = False
         self.first_frame_at: float | None = None  # monotonic time of the first frame shown
         self.peaks_at: float | None = None  # ... and of the clip's waveform
@@ -614,9 +599,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.renders.clear()
         self.jobs.clear_project()
         self._dub_peaks.clear()
-        self._previews.clear()
-        self._exact.clear()
-        self._result_rgb = self._result_at = None
         self.analysis = None
         self._analysis_job = None
         self.selected = 0 if project.ranges else None
@@ -683,7 +665,7 @@ class MainWindow(QtWidgets.QMainWindow):
         for kind in list(self.tasks.pending):
             self.tasks.forget(kind)  # answers about the old project
         # The old project's renders and analysis are of no use now; exports still finish.
-        jobs = [r.job for r in self.renders if r.running]
+        jobs = self.renders.running_jobs()
         if self._analysis_job is not None:
             jobs.append(self._analysis_job[0])
         for job_id in jobs:
@@ -695,9 +677,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.renders.clear()
         self.jobs.clear_project()
         self._dub_peaks.clear()
-        self._previews.clear()
-        self._exact.clear()
-        self._result_rgb = self._result_at = None
         self.time, self.frame_index = 0.0, 0
         self.undo_stack.clear()
         self.mask_editing.set_editing(False)
@@ -967,8 +946,8 @@ class MainWindow(QtWidgets.QMainWindow):
                       corrections=self.project.corrections.copy())
         job_id = self.bridge.submit(job)
         self.jobs.add(job_id, f"Render {self._span(r.start, r.end)}")
-        self.renders.append(Render(r.start, r.end, copy.deepcopy(r.settings), dub.offset,
-                                   output, job_id, self.project.corrections.to_dict()))
+        self.renders.add(Render(r.start, r.end, copy.deepcopy(r.settings), dub.offset,
+                                output, job_id, self.project.corrections.to_dict()))
         if self.viewer.compare_mode() == "source":
             self.set_compare_mode("result")
         self._refresh()
@@ -1020,33 +999,19 @@ class MainWindow(QtWidgets.QMainWindow):
         return all(ensure_model(model_id, self) is not None
                    for model_id in required_models(settings))
 
-    def _render_of(self, job_id: int) -> Render | None:
-        return next((r for r in self.renders if r.job == job_id), None)
-
     def _on_preview(self, job_id: int, index: int, image: QtGui.QImage) -> None:
-        render = self._render_of(job_id)
-        if render is None or self.clip is None or index >= len(self.clip.times) \
-                or not render.start - 1e-6 <= self.clip.times[index] < render.end - 1e-6:
-            return  # frames outside the range pass through unchanged: nothing to see
-        image = image.convertToFormat(QtGui.QImage.Format.Format_RGB888)
-        rgb = np.frombuffer(image.constBits(), np.uint8).reshape(
-            image.height(), image.bytesPerLine())[:, :image.width() * 3].reshape(
-            image.height(), image.width(), 3).copy()
-        self._previews[index] = rgb
-        while len(self._previews) > 120:  # memory cap: a few seconds of previews
-            del self._previews[next(iter(self._previews))]
+        if self.clip is None or index >= len(self.clip.times) \
+                or not self.renders.wants_preview(job_id, float(self.clip.times[index])):
+            return
+        self.renders.add_preview(index, _rgb(image))
         if index == self.frame_index:
             self._show()  # the frame the editor is on, as it renders; the playhead stays put
 
     def _on_exact(self, job_id: int, index: int, image: QtGui.QImage) -> None:
-        if self._render_of(job_id) is None:
+        """The parked frame as rendered: the render file's copy is encoded (compare modes)."""
+        if self.renders.of(job_id) is None:
             return  # an export's or an old project's frame
-        image = image.convertToFormat(QtGui.QImage.Format.Format_RGB888)
-        self._exact[index] = (job_id, np.frombuffer(image.constBits(), np.uint8).reshape(
-            image.height(), image.bytesPerLine())[:, :image.width() * 3].reshape(
-            image.height(), image.width(), 3).copy())
-        while len(self._exact) > 8:  # the frames the editor parked on during recent renders
-            del self._exact[next(iter(self._exact))]
+        self.renders.add_exact(job_id, index, _rgb(image))
         if index == self.frame_index:
             self._show()
 
@@ -1056,10 +1021,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.mask_editing.set_analysis(self.analysis)
             self._show_overlay()
             return
-        render = self._render_of(job_id)
-        if render is not None:
-            render.running, render.done = False, True
-            self._result_at = None
+        if self.renders.finish(job_id):
             self._request_result(self.frame_index)
             self._refresh()
         if job_id in self._exports:
@@ -1070,9 +1032,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_job_ended(self, job_id: int, *args: Any) -> None:
         if self._analysis_job is not None and self._analysis_job[0] == job_id:
             self._analysis_job = None
-        render = self._render_of(job_id)
-        if render is not None:
-            self.renders.remove(render)
+        if self.renders.drop(job_id):
             self._refresh()
 
     def _reveal(self, path: str) -> None:
@@ -1080,48 +1040,14 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def range_states(self) -> list[tuple[float, float, str]]:
         """What the timeline shows under the ruler, newest render on top."""
-        states = []
-        current = {(r.start, r.end, repr(r.settings)) for r in (self.project.ranges
-                                                                 if self.project else [])}
-        offset = self.project.dubs[0].offset if self.project and self.project.dubs else 0.0
-        corrections = self.project.corrections.to_dict() if self.project else None
-        for render in self.renders:
-            if render.running:
-                state = "rendering"
-            elif ((render.start, render.end, repr(render.settings)) in current
-                  and render.dub_offset == offset and render.corrections == corrections):
-                state = "rendered"
-            else:
-                state = "stale"
-            states.append((render.start, render.end, state))
-        return states
+        p = self.project
+        return self.renders.states(p.ranges if p else [],
+                                   p.dubs[0].offset if p and p.dubs else 0.0,
+                                   p.corrections.to_dict() if p else None)
 
     def _on_unplaced(self, job_id: int, spans: list) -> None:
-        render = self._render_of(job_id)
-        if render is not None:
-            render.unplaced = (render.unplaced or []) + [tuple(s) for s in spans]
+        if self.renders.add_unplaced(job_id, spans):
             self._refresh()
-
-    def unplaced_spans(self) -> Spans:
-        """Runs of frames (first, last) the renders leave with their own mouth, each render's
-        replacing older ones' over its range."""
-        spans: Spans = []
-        for render in self.renders:
-            if render.unplaced is None:
-                continue
-            first = self.clip.index_at(render.start)
-            last = self.clip.index_at(render.end - 0.5 / self.clip.fps)
-            spans = [(x, y) for a, b in spans
-                     for x, y in ((a, min(b, first - 1)), (max(a, last + 1), b)) if x <= y]
-            spans += render.unplaced
-        return sorted(spans)
-
-    def _result_render(self, t: float) -> Render | None:
-        """The newest finished render covering ``t``."""
-        for render in reversed(self.renders):
-            if render.done and render.start <= t < render.end:
-                return render
-        return None
 
     # -- playback and pictures -----------------------------------------------------------
     def _on_frame(self, index: int, rgb: Any) -> None:
@@ -1136,48 +1062,34 @@ class MainWindow(QtWidgets.QMainWindow):
             self._refresh_mask_editing(self._range())
         self.mask_editing.set_frame(index)
         self.bridge.watch_frame(index)
-        if self._result_at != index:
+        if self.renders.result_at != index:
             self._request_result(index)
         self._show()
         self._show_overlay()
 
     def _show(self) -> None:
-        if self._source_rgb is None:
+        if self._source_rgb is None or self.clip is None:
             return
-        # The mask editor's render is the newest (it follows every edit), then a running
-        # render's preview, then the finished render's frame.
-        result = self.mask_editing.result(self.frame_index)
-        if result is None:
-            result = self._previews.get(self.frame_index)
-        exact = self._exact.get(self.frame_index)
-        if result is None and exact is not None and exact[0] == self._newest_render_job():
-            result = exact[1]
-        encoded = result is None and self._result_at == self.frame_index
-        if encoded:
-            result = self._result_rgb
+        result, exact = self.renders.picture(self.frame_index, self.clip.times,
+                                             self.mask_editing.result(self.frame_index))
         if result is not None and result.shape != self._source_rgb.shape:
             result = None
-        self.viewer.set_frames(self._source_rgb, result, exact=not encoded)
-
-    def _newest_render_job(self) -> int | None:
-        """The job of the newest render (running or done) covering the playhead's frame."""
-        t = float(self.clip.times[self.frame_index])
-        return next((r.job for r in reversed(self.renders) if r.start <= t < r.end), None)
+        self.viewer.set_frames(self._source_rgb, result, exact=exact)
 
     def _request_result(self, index: int) -> None:
         """Decode the rendered frame ``index`` in the background (when a render covers it)."""
         if self.clip is None or index >= len(self.clip.times):
             return
-        render = self._result_render(float(self.clip.times[index]))
-        if render is None or index in self._previews:
+        output = self.renders.result_file(index, float(self.clip.times[index]))
+        if output is None:
             return
 
         def decode() -> np.ndarray:
-            with VideoReader(render.output) as reader:
+            with VideoReader(output) as reader:
                 return reader.frame(index).rgb()
 
         def decoded(rgb: np.ndarray) -> None:
-            self._result_at, self._result_rgb = index, rgb
+            self.renders.set_result(index, rgb)
             if index == self.frame_index:
                 self._show()
 
@@ -1277,7 +1189,8 @@ class MainWindow(QtWidgets.QMainWindow):
             else:
                 self.timeline.clear_range()
             self.timeline.set_range_states(self.range_states())
-            self.timeline.set_unplaced(self.unplaced_spans())
+            self.timeline.set_unplaced(self.renders.unplaced_spans(self.clip.index_at,
+                                                                   self.clip.fps))
             self.timeline.set_ranges([(x.start, x.end) for x in self.project.ranges],
                                      self.selected)
             self.playback.set_ranges([(x.start, x.end) for x in self.project.ranges])

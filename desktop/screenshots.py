@@ -204,7 +204,7 @@ def write_screenshots(folder: str | os.PathLike, video: str | None = None,
         shot("2-clip-loaded")
         job = window.render_range()
         mid = clip.index_at((start + end) / 2)
-        wait(lambda: any(i >= mid for i in window._previews), 300)
+        wait(lambda: any(i >= mid for i in window.renders.previews), 300)
         window.set_compare_mode("result")
         settle(0.2)
         shot("3-rendering-preview")
@@ -214,7 +214,7 @@ def write_screenshots(folder: str | os.PathLike, video: str | None = None,
         window.viewer.set_overlay_visible("box", False)  # nothing over the mouth compared
         window.viewer.set_overlay_visible("mask", False)
         window.viewer.set_wipe(0.5)
-        wait(lambda: window._result_at == mid or mid in window._previews)
+        wait(lambda: window.renders.result_at == mid or mid in window.renders.previews)
         settle(0.5)
         shot("4-split-compare")
         dialog = ExportDialog(window.project.export, os.path.join(temp.name, "clip_redub.mp4"),

@@ -413,5 +413,5 @@ def test_render_with_a_missing_model_says_which_file_to_put_where(qtbot, window,
     monkeypatch.setattr(MissingModelDialog, "exec",
                         lambda self: shown.append(self.detailedText()) or 0)
     assert window.render_action.isEnabled() and window.render_range() is None
-    assert window.renders == [] and len(shown) == 1
+    assert list(window.renders) == [] and len(shown) == 1
     assert "model 'wav2lip_96' (generator) is missing" in shown[0]

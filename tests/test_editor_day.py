@@ -65,7 +65,8 @@ def test_new_project_resets_the_timeline_playback_and_jobs(qtbot, window, engine
     assert tl.range is None and tl._ranges == [] and tl._states == [] and tl.unplaced == []
     assert tl.playhead == 0
     assert window.status_time.text() == "--:--:--:--"
-    assert window.renders == [] and window._previews == {} and window._result_rgb is None
+    assert list(window.renders) == [] and window.renders.previews == {} \
+        and window.renders.result_rgb is None
     assert job in engine  # the old project's render is cancelled
     assert not window.empty_hint.isHidden() and window.viewer._source_rgb is None
     # Without a clip the transport keys do nothing, and no old frame comes back.

@@ -138,7 +138,7 @@ def test_difference_compares_with_the_exact_rendered_frame(qtbot, window, engine
     result[40:60, 70:90] = 255 - result[40:60, 70:90]  # the mouth the render changed
     window.bridge.exact.emit(job, 20, QtGui.QImage(frame_to_qimage_rgb(result)))
     window.bridge.finished.emit(job, encoded, [])
-    qtbot.waitUntil(lambda: window._result_at == 20, timeout=5000)  # the file's frame too
+    qtbot.waitUntil(lambda: window.renders.result_at == 20, timeout=5000)  # the file's frame too
 
     window.compare_actions["difference"].trigger()
     assert window.viewer.compare_mode() == "difference"
@@ -151,7 +151,7 @@ def test_difference_compares_with_the_exact_rendered_frame(qtbot, window, engine
 
     # Elsewhere only the render file's encoded frame is known: the view says so.
     go_to_frame(qtbot, window, 25)
-    qtbot.waitUntil(lambda: window._result_at == 25, timeout=5000)
+    qtbot.waitUntil(lambda: window.renders.result_at == 25, timeout=5000)
     assert window.viewer._result_rgb is not None and not window.viewer._exact
 
 
