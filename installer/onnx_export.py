@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -53,6 +53,29 @@ def kept_if_faithful(onnx_path: Path, check: Callable[[Path], float]) -> float:
     except RedubError:
         onnx_path.unlink(missing_ok=True)
         raise
+
+
+def external_data_path(onnx_path: Path) -> Path:
+    """Where a large export keeps its weights: ``<file>.onnx.data`` beside it."""
+    return onnx_path.with_name(f"{onnx_path.name}.data")
+
+
+def state_mismatch(expected: Mapping[str, Any], got: Mapping[str, Any]) -> str | None:
+    """The first way a checkpoint's tensors ``got`` differ from an architecture's state dict
+    ``expected`` (a missing, unexpected or mis-shaped key, and how many more), or None."""
+    missing = [k for k in expected if k not in got]
+    unexpected = [k for k in got if k not in expected]
+    shaped = [k for k in expected if k in got and
+              tuple(getattr(got[k], "shape", ())) != tuple(expected[k].shape)]
+    for keys, what in ((missing, "missing"), (unexpected, "unexpected"), (shaped, "mis-shaped")):
+        if keys:
+            key = keys[0]
+            detail = (f" {tuple(getattr(got[key], 'shape', ()))}, expected "
+                      f"{tuple(expected[key].shape)}" if what == "mis-shaped" else "")
+            more = len(missing) + len(unexpected) + len(shaped) - 1
+            return (f"{what} key {key}{detail}"
+                    + (f" (and {more} more differences)" if more else ""))
+    return None
 
 
 def read_checkpoint(path: str | os.PathLike):

@@ -1,0 +1,1 @@
+"""Developer tools: model exporters (PyTorch checkpoints to the ONNX contracts) and bundling."""

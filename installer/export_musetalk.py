@@ -1,0 +1,529 @@
+"""Export MuseTalk's official checkpoints to the ONNX files the engine runs (issue #14).
+
+    python -m installer.export_musetalk CHECKPOINTS -o OUT [--version v15|v10|both] [--fp16]
+
+CHECKPOINTS is the folder MuseTalk's ``download_weights.sh`` fills: ``musetalkV15/`` (v1.5),
+``musetalk/`` (v1.0), ``sd-vae/``, ``whisper/`` and ``face-parse-bisent/``. Each network is
+built from the checkpoint's own config (diffusers ``UNet2DConditionModel`` and
+``AutoencoderKL``, transformers ``WhisperModel``, :mod:`installer.bisenet_arch`), its weights
+read with ``torch.load(weights_only=True)`` and loaded strictly, wrapped to the contract's
+inputs and outputs, exported, and checked: onnxruntime (CPU) must give what torch gives on
+random inputs to 1e-3 of the output's scale (3e-2 for the ``--fp16`` files), or the run fails
+and removes every file it wrote. Networks whose weights pass 2 GB (the fp32 UNet) keep them
+in one ``<file>.onnx.data`` beside the graph; the others are single files. The command line
+also writes ``OUT/SHA256SUMS``: sha256, size in bytes and name of every file it wrote.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from engine.errors import RedubError
+from installer.onnx_export import (external_data_path, onnx_difference, read_checkpoint,
+                                   state_mismatch)
+
+VERSIONS = ("v15", "v10")
+UNET_FILES = {"v15": ("musetalkV15/musetalk.json", "musetalkV15/unet.pth"),
+              "v10": ("musetalk/musetalk.json", "musetalk/pytorch_model.bin")}
+VAE_FILES = ("sd-vae/config.json", "sd-vae/diffusion_pytorch_model.bin")
+WHISPER_FILES = ("whisper/config.json", "whisper/pytorch_model.bin")
+PARSING_FILE = "face-parse-bisent/79999_iter.pth"
+
+OPSET = 18  # the torch.export-based exporter's oldest opset
+PE_LENGTH = 5000  # MuseTalk's PositionalEncoding(max_len=5000)
+# fp32: reordered sums differ by ~1e-6 of the output's scale per layer, ~1e-5 through these
+# networks; one wrong weight or operator moves outputs by 1e-2 and more.
+TOLERANCE = 1e-3
+# fp16 keeps ~3 significant digits (unit roundoff 4.9e-4); through 20-70 layers its rounding
+# errors add up to ~1e-2 of the output's scale (measured: see installer/README.md).
+TOLERANCE_FP16 = 3e-2
+# Protobuf cannot serialise a model of 2 GiB; weights above this go to a .onnx.data file.
+SINGLE_FILE_LIMIT = 2_000_000_000
+EXPORT_BATCH = 2  # torch.export specialises a batch of 1, so the example batch is 2
+PARITY_BATCH = 3  # differs from the example batch, so the free batch dimension is exercised
+EXTRA = 'install the export extra: pip install -e ".[export]"'
+
+
+@dataclass(frozen=True)
+class Exported:
+    """One written network: its model id, its files (the graph first, then its external
+    data if any), the largest torch/onnxruntime difference and the tolerance it passed."""
+    model_id: str
+    files: tuple[Path, ...]
+    difference: float
+    tolerance: float
+
+    @property
+    def path(self) -> Path:
+        return self.files[0]
+
+
+@dataclass(frozen=True)
+class _Network:
+    model_id: str
+    load: Callable[[], Any]  # -> the wrapped torch module, in eval mode
+    inputs: dict[str, tuple[tuple[int | str, ...], Callable]]  # name -> (shape, draw(rng, shape))
+    output: str
+
+
+def convert(checkpoints: str | os.PathLike, out: str | os.PathLike, *,
+            versions: Sequence[str] = ("v15",), fp16: bool = False,
+            progress: Callable[[str, int, int], None] | None = None) -> dict[str, Path]:
+    """Export the networks of ``checkpoints`` (the official layout) into ``out``: model id ->
+    ONNX file. ``fp16`` adds the ``<id>_fp16`` variants. Face parsing is skipped when
+    ``face-parse-bisent/79999_iter.pth`` is absent. ``progress(model_id, done, total)`` is
+    called as each network starts, and with ``done == total`` at the end."""
+    return {e.model_id: e.path for e in export_networks(checkpoints, out, versions=versions,
+                                                          fp16=fp16, progress=progress)}
+
+
+def export_networks(checkpoints: str | os.PathLike, out: str | os.PathLike, *,
+                    versions: Sequence[str] = ("v15",), fp16: bool = False,
+                    progress: Callable[[str, int, int], None] | None = None) -> list[Exported]:
+    """:func:`convert`, reporting each file's parity figures. On any failure the files this
+    run wrote are removed and the ``RedubError`` names the file at fault."""
+    _require_export_extra()
+    folder, out = Path(checkpoints), Path(out)
+    if not folder.is_dir():
+        raise RedubError("not a folder of MuseTalk checkpoints", folder)
+    unknown = [v for v in versions if v not in VERSIONS]
+    if unknown or not versions:
+        raise RedubError(f"unknown MuseTalk version {unknown[0] if unknown else '(none)'}: "
+                         f"choose from {', '.join(VERSIONS)}")
+    networks = networks_to_export(folder, versions)
+    out.mkdir(parents=True, exist_ok=True)
+    done: list[Exported] = []
+    try:
+        for i, network in enumerate(networks):
+            if progress:
+                progress(network.model_id, i, len(networks))
+            done.extend(_export_network(network, out, fp16))
+    except BaseException:
+        for exported in done:
+            for path in exported.files:
+                path.unlink(missing_ok=True)
+        raise
+    if progress and networks:
+        progress(networks[-1].model_id, len(networks), len(networks))
+    return done
+
+
+def networks_to_export(folder: Path, versions: Sequence[str]) -> list[_Network]:
+    """The networks the folder provides, UNets first (the largest checkpoints, so a broken
+    download is found before minutes of work); face parsing only where its checkpoint is."""
+    networks = [_Network(f"musetalk_unet_{v}", lambda v=v: load_unet(folder, v),
+                         {"latents": (("B", 8, 32, 32), _normal),
+                          "audio": (("B", "A", 384), _normal)}, "pred_latents")
+                for v in versions]
+    networks += [
+        _Network("musetalk_vae_encoder", lambda: load_vae(folder, encode=True),
+                 {"image": (("B", 3, 256, 256), _uniform)}, "latents"),
+        _Network("musetalk_vae_decoder", lambda: load_vae(folder, encode=False),
+                 {"latents": (("B", 4, 32, 32), _normal)}, "image"),
+        _Network("musetalk_whisper_encoder", lambda: load_whisper(folder),
+                 {"input_features": (("B", 80, 3000), _uniform)}, "hidden_states"),
+    ]
+    if (folder / PARSING_FILE).is_file():
+        networks.append(_Network("face_parsing_bisenet", lambda: load_bisenet(folder),
+                                 {"image": (("B", 3, 512, 512), _normal)}, "logits"))
+    return networks
+
+
+# --- the networks, as the contract's inputs and outputs ---------------------------------------
+
+def load_unet(folder: Path, version: str):
+    """The MuseTalk UNet of ``version``: (latents, audio) -> pred_latents at timestep 0, the
+    positional encoding added to the audio inside the graph."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    config_name, weights_name = UNET_FILES[version]
+    config = _read_config(folder / config_name)
+    unet = _build(lambda: UNet2DConditionModel(**config), folder / config_name)
+    _load_strict(unet, _read_state(folder / weights_name), folder / weights_name,
+                 f"the MuseTalk {version} UNet of {config_name}")
+
+    class UNetStep(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unet = unet
+            self.register_buffer("pe", positional_encoding(PE_LENGTH, 384))
+            self.register_buffer("timestep", torch.zeros((), dtype=torch.long))
+
+        def forward(self, latents, audio):
+            audio = audio + self.pe[:audio.shape[1]]
+            return self.unet(latents, self.timestep, encoder_hidden_states=audio).sample
+
+    return UNetStep().eval()
+
+
+def positional_encoding(length: int, d_model: int):
+    """MuseTalk's sinusoidal encoding (Vaswani et al.): sin on even, cos on odd channels."""
+    import torch
+
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    rate = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32)
+                     * (-np.log(10000.0) / d_model))
+    pe = torch.zeros(length, d_model)
+    pe[:, 0::2] = torch.sin(position * rate)
+    pe[:, 1::2] = torch.cos(position * rate)
+    return pe
+
+
+def load_vae(folder: Path, *, encode: bool):
+    """sd-vae-ft-mse's encoder (image in [-1, 1] -> the posterior's mode times the scaling
+    factor) or decoder (scaled latents -> image in [0, 1])."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    config_name, weights_name = VAE_FILES
+    config = _read_config(folder / config_name)
+    vae = _build(lambda: AutoencoderKL.from_config(config), folder / config_name)
+    state = _read_state(folder / weights_name)
+    # The published file predates diffusers' attention rename (query -> to_q, ...); diffusers
+    # renames such keys when it loads the file itself.
+    vae._fix_state_dict_keys_on_load(state)
+    _load_strict(vae, state, folder / weights_name, f"the VAE of {config_name}")
+    scale = float(vae.config.scaling_factor)
+
+    class Encode(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vae = vae
+
+        def forward(self, image):
+            return self.vae.encode(image).latent_dist.mode() * scale
+
+    class Decode(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.vae = vae
+
+        def forward(self, latents):
+            image = self.vae.decode(latents * (1 / scale)).sample
+            return (image / 2 + 0.5).clamp(0, 1)
+
+    return (Encode() if encode else Decode()).eval()
+
+
+def load_whisper(folder: Path):
+    """Whisper's encoder: log-mel (B, 80, 3000) -> every hidden state stacked on axis 2."""
+    import torch
+    from transformers import WhisperConfig, WhisperModel
+
+    config_name, weights_name = WHISPER_FILES
+    config_path = folder / config_name
+    _read_config(config_path)  # a readable JSON object, or one line saying why not
+    config = _build(lambda: WhisperConfig.from_json_file(config_path), config_path)
+    model = _build(lambda: WhisperModel(config), config_path)
+    state = _read_state(folder / weights_name)
+    # The published file is WhisperForConditionalGeneration's: "model." before every name,
+    # and possibly its output projection, which is the token embedding again.
+    if state and all(k.startswith("model.") for k in state if k != "proj_out.weight"):
+        state = {k[len("model."):]: v for k, v in state.items() if k != "proj_out.weight"}
+    _load_strict(model, state, folder / weights_name, f"the Whisper model of {config_name}")
+
+    class Encoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = model.encoder
+
+        def forward(self, input_features):
+            states = self.encoder(input_features, output_hidden_states=True).hidden_states
+            return torch.stack(states, dim=2)
+
+    return Encoder().eval()
+
+
+def load_bisenet(folder: Path):
+    """BiSeNet face parsing: ImageNet-normalised RGB (B, 3, 512, 512) -> class logits."""
+    import torch
+
+    from installer.bisenet_arch import BiSeNet
+
+    net = BiSeNet()
+    _load_strict(net, _read_state(folder / PARSING_FILE), folder / PARSING_FILE,
+                 "the BiSeNet face parser")
+
+    class Parse(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, image):
+            return self.net(image)[0]
+
+    return Parse().eval()
+
+
+# --- export and parity ------------------------------------------------------------------------
+
+def _export_network(network: _Network, out: Path, fp16: bool) -> list[Exported]:
+    """Export one network (and its fp16 variant), check it, then move it into ``out``."""
+    import torch
+
+    module = network.load()
+    rng = np.random.default_rng(0)
+    feeds = {name: draw(rng, _concrete(shape, PARITY_BATCH)).astype(np.float32)
+             for name, (shape, draw) in network.inputs.items()}
+    with torch.no_grad():
+        expected = module(*(torch.from_numpy(a) for a in feeds.values())).numpy()
+    scale = max(1.0, float(np.abs(expected).max()))
+    results = []
+    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
+        staged = Path(tmp) / f"{network.model_id}.onnx"
+        _export_onnx(module, network, staged)
+        results.append((network.model_id, _staged_files(staged),
+                        _checked(staged, out, feeds, expected, TOLERANCE * scale),
+                        TOLERANCE * scale))
+        if fp16:
+            del module  # the fp32 weights are in the file; keep one copy in memory
+            half = staged.with_name(f"{network.model_id}_fp16.onnx")
+            _to_fp16(staged, half)
+            results.append((f"{network.model_id}_fp16", _staged_files(half),
+                            _checked(half, out, feeds, expected, TOLERANCE_FP16 * scale),
+                            TOLERANCE_FP16 * scale))
+        exported = []
+        for model_id, files, difference, tolerance in results:
+            moved = tuple(out / f.name for f in files)
+            for src, dst in zip(reversed(files), reversed(moved)):  # the data before its graph
+                os.replace(src, dst)
+            exported.append(Exported(model_id, moved, difference, tolerance))
+    return exported
+
+
+def _export_onnx(module, network: _Network, path: Path) -> None:
+    """``module`` as ONNX at ``path``: batch (and audio length) free, weights in the file or,
+    past protobuf's limit, in ``<path>.data``."""
+    import torch
+
+    dims: dict[str, Any] = {}
+    example, dynamic = [], {}
+    for name, (shape, draw) in network.inputs.items():
+        example.append(torch.from_numpy(
+            draw(np.random.default_rng(1), _concrete(shape, EXPORT_BATCH)).astype(np.float32)))
+        dynamic[name] = {axis: dims.setdefault(
+            letter, torch.export.Dim(letter, min=1, max=PE_LENGTH if letter == "A" else None))
+            for axis, letter in enumerate(shape) if isinstance(letter, str)}
+    weights = sum(t.numel() * t.element_size()
+                  for t in (*module.parameters(), *module.buffers()))
+    # The exporter narrates every step and warns about optional packages: keep it quiet.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            warnings.catch_warnings(), _quiet("torch.onnx"):
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(module, tuple(example), input_names=list(network.inputs),
+                                        output_names=[network.output], opset_version=OPSET,
+                                        dynamo=True, dynamic_shapes=dynamic)
+            _drop_provenance(program.model)
+            program.save(path, external_data=weights > SINGLE_FILE_LIMIT)
+        except Exception as exc:  # the exporter raises many types
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise RedubError(f"torch cannot export {network.model_id} "
+                             f"({exc.__class__.__name__}: {first})") from exc
+
+
+def _drop_provenance(model) -> None:
+    """Remove what the exporter notes per node and value (Python stack traces with this
+    machine's paths, FX node text): a file for a mirror should not depend on where it was
+    made, and they are a third of a small network's file."""
+    graph = model.graph
+    values = [*graph.inputs, *graph.initializers.values()]
+    for node in graph.all_nodes():
+        node.metadata_props.clear()
+        values.extend(node.outputs)
+    for item in (graph, *values):
+        item.metadata_props.clear()
+
+
+def _to_fp16(src: Path, dst: Path) -> None:
+    """``src`` with float16 weights and arithmetic, float32 inputs and outputs (onnxruntime's
+    own converter, which leaves in float32 the operators it lacks float16 kernels for)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    # Shape inference on a path works past protobuf's 2 GiB, on a loaded model it does not.
+    inferred = src.with_name(f"{src.stem}.shapes.onnx")
+    onnx.shape_inference.infer_shapes_path(os.fspath(src), os.fspath(inferred))
+    model = onnx.load(inferred)
+    inferred.unlink()
+    with _quiet("onnxruntime.transformers"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
+        del model
+        # The converter appends its input casts after their users; the ONNX checker (and
+        # some runtimes) want nodes in order.
+        OnnxModel.graph_topological_sort(half.graph)
+    if half.ByteSize() > SINGLE_FILE_LIMIT:
+        onnx.save(half, dst, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=external_data_path(dst).name)
+    else:
+        onnx.save(half, dst)
+
+
+def _checked(path: Path, out: Path, feeds: dict[str, np.ndarray], expected: np.ndarray,
+             tolerance: float) -> float:
+    """The staged export's largest difference from torch; errors name the file it was to
+    become in ``out`` (the staging folder is gone by the time the message is read)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(os.fspath(path))  # by path: works past 2 GiB
+    except Exception as exc:  # onnx.checker.ValidationError and protobuf errors
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise RedubError(f"invalid ONNX ({exc.__class__.__name__}: {first})",
+                         out / path.name) from exc
+    try:
+        return onnx_difference(path, feeds, expected, tolerance)
+    except RedubError as exc:
+        raise RedubError(exc.problem, out / path.name) from exc
+
+
+def _staged_files(path: Path) -> tuple[Path, ...]:
+    data = external_data_path(path)
+    return (path, data) if data.exists() else (path,)
+
+
+def _concrete(shape: tuple[int | str, ...], batch: int) -> tuple[int, ...]:
+    sizes = {"B": batch, "A": 50}  # A: a 10-step window of whisper-tiny's 5 hidden states
+    return tuple(sizes[d] if isinstance(d, str) else d for d in shape)
+
+
+def _normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.standard_normal(shape)
+
+
+def _uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.uniform(-1, 1, shape)
+
+
+# --- reading the checkpoints ------------------------------------------------------------------
+
+def _require_export_extra() -> None:
+    for name in ("torch", "diffusers", "transformers", "onnx", "onnxruntime"):
+        try:
+            __import__(name)
+        except ImportError:
+            raise RedubError(f"{name} is missing: {EXTRA}") from None
+
+
+def _read_config(path: Path) -> dict:
+    if not path.is_file():
+        raise RedubError("not found (expected where MuseTalk's download_weights.sh puts it)",
+                         path)
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RedubError(f"cannot read the config ({exc.__class__.__name__}: "
+                         f"{str(exc).splitlines()[0][:120]})", path) from exc
+    if not isinstance(config, dict):
+        raise RedubError("the config is not a JSON object", path)
+    return config
+
+
+def _read_state(path: Path) -> dict:
+    if not path.is_file():
+        raise RedubError("not found (expected where MuseTalk's download_weights.sh puts it)",
+                         path)
+    state = read_checkpoint(path)
+    if not isinstance(state, dict) or not state or not all(
+            isinstance(k, str) and hasattr(v, "shape") for k, v in state.items()):
+        raise RedubError("not a state dict (a mapping of parameter names to tensors)", path)
+    return state
+
+
+def _build(make: Callable[[], Any], config_path: Path):
+    try:
+        return make()
+    except Exception as exc:  # the libraries reject bad settings with many types
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise RedubError(f"cannot build the network from this config "
+                         f"({exc.__class__.__name__}: {first})", config_path) from exc
+
+
+def _load_strict(model, state: dict, path: Path, what: str) -> None:
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
+        raise RedubError(f"not {what}: {problem}", path)
+    model.load_state_dict(state, strict=True)
+
+
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+# --- command line -----------------------------------------------------------------------------
+
+def write_sums(out: Path, files: Sequence[Path]) -> Path:
+    """``out/SHA256SUMS``: one line per file, ``<sha256>  <size in bytes>  <name>``."""
+    lines = []
+    for path in files:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        lines.append(f"{digest.hexdigest()}  {path.stat().st_size}  {path.name}\n")
+    sums = out / "SHA256SUMS"
+    part = sums.with_name(".SHA256SUMS.part")
+    part.write_text("".join(lines), encoding="utf-8")
+    os.replace(part, sums)
+    return sums
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m installer.export_musetalk",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoints", help="the folder of MuseTalk's official checkpoints")
+    parser.add_argument("-o", "--output", required=True, help="the folder to write into")
+    parser.add_argument("--version", choices=("v15", "v10", "both"), default="v15",
+                        help="which MuseTalk UNet (default v15)")
+    parser.add_argument("--fp16", action="store_true",
+                        help="also write float16 variants (<id>_fp16.onnx)")
+    args = parser.parse_args(argv)
+    versions = VERSIONS if args.version == "both" else (args.version,)
+    folder, out = Path(args.checkpoints), Path(args.output)
+    if folder.is_dir() and not (folder / PARSING_FILE).is_file():
+        print(f"export_musetalk: {folder / PARSING_FILE} not found: face parsing "
+              "(face_parsing_bisenet) skipped", file=sys.stderr)
+
+    def progress(model_id: str, done: int, total: int) -> None:
+        if done < total:
+            print(f"[{done + 1}/{total}] {model_id}", flush=True)
+
+    try:
+        exported = export_networks(folder, out, versions=versions, fp16=args.fp16,
+                                   progress=progress)
+    except RedubError as exc:
+        print(f"export_musetalk: error: {exc}", file=sys.stderr)
+        return 1
+    for e in exported:
+        size = sum(f.stat().st_size for f in e.files) / 1e6
+        print(f"{e.model_id}: {' + '.join(f.name for f in e.files)}, {size:.1f} MB, "
+              f"max |onnxruntime - torch| {e.difference:.2e} (tolerance {e.tolerance:.1e})")
+    print(f"{write_sums(out, [f for e in exported for f in e.files])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
