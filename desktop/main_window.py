@@ -34,7 +34,7 @@ from desktop.full_screen import FullScreenViewer
 from desktop.inspector import Inspector
 from desktop.jobs_panel import JobsPanel
 from desktop.mask_editing import MaskEditing, PreviewSpec
-from desktop.model_download import ensure_model
+from desktop.model_download import ensure_models
 from desktop.range_list import RangeList, RangeNavigation
 from desktop.range_marks import RangeMarks, clamp_drag
 from desktop.recovery import offer_recovery
@@ -994,10 +994,9 @@ class MainWindow(QtWidgets.QMainWindow):
         return job_id
 
     def _fetch_models(self, settings: SyncSettings) -> bool:
-        """Download what the chosen backends run, with progress, on first use; False when a
-        model could not be had (the dialog said why)."""
-        return all(ensure_model(model_id, self) is not None
-                   for model_id in required_models(settings))
+        """Download (or convert) what the chosen backends run, with progress, in one dialog on
+        first use; False when a model could not be had (the dialog said why)."""
+        return ensure_models(required_models(settings), self) is not None
 
     def _on_preview(self, job_id: int, index: int, image: QtGui.QImage) -> None:
         if self.clip is None or index >= len(self.clip.times) \

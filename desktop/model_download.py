@@ -1,11 +1,13 @@
 """Model downloads in the desktop app: the engine's download on a thread, a cancellable dialog.
 
-``ensure_model(model_id, parent)`` is what a window calls before a stage needs a model: the
-verified path straight away when it is installed, else a progress dialog while it downloads
-(``None`` when the user cancels). The part file of a cancelled download is kept, so asking
-again resumes it. When downloads are off (``REDUB_OFFLINE``) or one failed, a
-:class:`MissingModelDialog` says so in a sentence and offers what can be done: import a file
-the user has (checked against the model's contract, then copied in) or download anyway.
+``ensure_models(model_ids, parent)`` is what a window calls before a job needs models: the
+verified paths straight away when they are installed, else one progress dialog while the
+missing ones download, and, for models without a public ONNX file (MuseTalk), while their
+official checkpoints download and convert (``None`` when the user cancels). The part files of
+a cancelled download are kept, so asking again resumes it. When downloads are off
+(``REDUB_OFFLINE``) or one failed, a :class:`MissingModelDialog` says so in a sentence and
+offers what can be done: import a file the user has (checked against the model's contract,
+then copied in, with its external data file) or download anyway.
 """
 from __future__ import annotations
 
@@ -18,8 +20,9 @@ from PySide6 import QtCore, QtWidgets
 from PySide6.QtCore import Signal
 
 from engine.errors import Cancelled, RedubError
-from engine.models.download import download_model, offline_requested
+from engine.models.download import install_models, offline_requested
 from engine.models.manifest import ModelEntry, get_entry
+from engine.models.mirror import mirror_url
 from engine.models.store import ModelMissingError, import_model, model_state, models_dir
 from engine.progress import CancelToken
 
@@ -30,67 +33,81 @@ _running: set[ModelDownloadDialog] = set()
 
 
 class DownloadThread(QtCore.QThread):
-    """Runs ``download_model``; signals arrive in the thread that owns this object."""
+    """Runs ``install_models`` (downloads, and conversions of models made from checkpoints);
+    signals arrive in the thread that owns this object."""
 
-    progressed = Signal(float, float)  # done, total bytes (total 0: unknown); floats: > 2 GiB
-    succeeded = Signal(str)  # the model's path
+    phase = Signal(str)  # what runs now: a model id or checkpoint path, or "convert <id>"
+    progressed = Signal(float, float)  # done, total of the phase: bytes, or networks converted
+    succeeded = Signal(str)  # the first model's path
     failed = Signal(str)  # the engine's one-line message
     cancelled = Signal()
 
-    def __init__(self, model_id: str, directory: str | os.PathLike | None = None,
+    def __init__(self, model_ids: str | list[str], directory: str | os.PathLike | None = None,
                  parent: QtCore.QObject | None = None, min_interval: float = 0.05) -> None:
         super().__init__(parent)
-        self.model_id = model_id
+        self.model_ids = [model_ids] if isinstance(model_ids, str) else list(model_ids)
         self.directory = directory
         self.token = CancelToken()
+        self.paths: list[Path] = []
         self._min_interval = min_interval
         self._last = 0.0
+        self._stage = ""
 
     def cancel(self) -> None:
         self.token.cancel()
 
     def run(self) -> None:
         try:
-            path = download_model(self.model_id, self.directory, progress=self._progress,
-                                  cancel=self.token)
+            self.paths = install_models(self.model_ids, self.directory, progress=self._progress,
+                                        cancel=self.token)
         except Cancelled:
             self.cancelled.emit()
         except RedubError as exc:
             self.failed.emit(str(exc))
         except Exception as exc:  # a bug must still end the dialog, not leave it spinning
             log.exception("model download crashed")
-            self.failed.emit(f"download of '{self.model_id}' failed: {exc}")
+            self.failed.emit(f"download of '{', '.join(self.model_ids)}' failed: {exc}")
         else:
-            self.succeeded.emit(str(path))
+            self.succeeded.emit(str(self.paths[0]))
 
-    def _progress(self, done: int, total: int) -> None:
+    def _progress(self, stage: str, done: int, total: int) -> None:
         now = time.monotonic()
-        if now - self._last >= self._min_interval or (total and done >= total):
-            self._last = now
-            self.progressed.emit(float(done), float(total))
+        if stage != self._stage:
+            self._stage = stage
+            self.phase.emit(stage)
+        elif not (now - self._last >= self._min_interval or (total and done >= total)):
+            return
+        self._last = now
+        self.progressed.emit(float(done), float(total))
 
 
 class ModelDownloadDialog(QtWidgets.QProgressDialog):
-    """A progress dialog for one model's download; Cancel stops it within a chunk."""
+    """A progress dialog for one job that installs models: each download, then each network
+    of a conversion, as its phase; Cancel stops it within a chunk (a conversion, at the next
+    network)."""
 
     downloaded = Signal(str)
     download_failed = Signal(str)
     download_cancelled = Signal()
 
-    def __init__(self, model_id: str, directory: str | os.PathLike | None = None,
+    def __init__(self, model_ids: str | list[str], directory: str | os.PathLike | None = None,
                  parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
-        self.entry = get_entry(model_id)
+        ids = [model_ids] if isinstance(model_ids, str) else list(model_ids)
+        self.entry = get_entry(ids[0])
+        self.paths: list[Path] = []
         self.path: Path | None = None
         self.error: str | None = None
-        self.setWindowTitle("Downloading a model")
-        self.setLabelText(f"Downloading {self.entry.id} ({self.entry.stage})…")
+        self._stage = self.entry.id
+        self.setWindowTitle("Downloading models" if len(ids) > 1 else "Downloading a model")
+        self.setLabelText(f"Downloading {', '.join(ids)} ({self.entry.stage})…")
         self.setRange(0, 0)  # busy until the size is known
         self.setAutoClose(False)
         self.setAutoReset(False)
         self.setMinimumDuration(0)
         self.setWindowModality(QtCore.Qt.WindowModality.WindowModal)
-        self.thread_ = DownloadThread(model_id, directory, self)
+        self.thread_ = DownloadThread(ids, directory, self)
+        self.thread_.phase.connect(self._on_phase)
         self.thread_.progressed.connect(self._on_progress)
         self.thread_.succeeded.connect(self._on_succeeded)
         self.thread_.failed.connect(self._on_failed)
@@ -113,16 +130,28 @@ class ModelDownloadDialog(QtWidgets.QProgressDialog):
         _running.add(self)
         self.thread_.start()
 
+    def _on_phase(self, stage: str) -> None:
+        self._stage = stage
+
     def _on_progress(self, done: float, total: float) -> None:
-        if total > 0:
+        if self._stage.startswith("convert "):
+            # Networks convert one at a time (minutes for a UNet): count them.
+            self.setRange(0, max(int(total), 1))
+            self.setValue(int(done))
+            name = self._stage[len("convert "):]
+            self.setLabelText(f"Converting the official checkpoints: {name} "
+                              f"({min(int(done) + 1, int(total))} of {int(total)})"
+                              if done < total else "Converting the official checkpoints: done")
+        elif total > 0:
             self.setRange(0, _STEPS)
             self.setValue(min(_STEPS, int(done / total * _STEPS)))
-            self.setLabelText(f"Downloading {self.entry.id}: {done / 1e6:.1f} of "
+            self.setLabelText(f"Downloading {self._stage}: {done / 1e6:.1f} of "
                               f"{total / 1e6:.1f} MB")
         else:
-            self.setLabelText(f"Downloading {self.entry.id}: {done / 1e6:.1f} MB")
+            self.setLabelText(f"Downloading {self._stage}: {done / 1e6:.1f} MB")
 
     def _on_succeeded(self, path: str) -> None:
+        self.paths = list(self.thread_.paths)
         self.path = Path(path)
         self.downloaded.emit(path)
         self.accept()
@@ -156,11 +185,15 @@ class MissingModelDialog(QtWidgets.QMessageBox):
                                             QtWidgets.QMessageBox.ButtonRole.ActionRole)
         self.download_button = self.addButton("Download",
                                               QtWidgets.QMessageBox.ButtonRole.AcceptRole)
-        self.download_button.setEnabled(bool(entry.urls))
-        if not entry.urls:
+        fetchable = downloadable(entry)
+        self.download_button.setEnabled(fetchable)
+        if not fetchable:
             self.download_button.setToolTip("This model has no public download")
+        elif not entry.urls:
+            self.download_button.setToolTip("Downloads the official checkpoints and converts "
+                                            "them (needs the export tools)")
         self.addButton(QtWidgets.QMessageBox.StandardButton.Cancel)
-        self.setDefaultButton(self.download_button if entry.urls else self.import_button)
+        self.setDefaultButton(self.download_button if fetchable else self.import_button)
         self.buttonClicked.connect(self._clicked)
 
     def _clicked(self, button: QtWidgets.QAbstractButton) -> None:
@@ -168,37 +201,54 @@ class MissingModelDialog(QtWidgets.QMessageBox):
                        self.download_button: "download"}.get(button)
 
 
+def downloadable(entry: ModelEntry) -> bool:
+    """Whether "Download" can get ``entry``: a public file, a mirror, or a conversion."""
+    return bool(entry.urls or entry.convert or mirror_url())
+
+
 def ensure_model(model_id: str, parent: QtWidgets.QWidget | None = None,
                  directory: str | os.PathLike | None = None) -> Path | None:
-    """The model's verified path, downloading it with a progress dialog first if needed;
-    when it cannot be downloaded the user may import a file or try the download again."""
-    entry = get_entry(model_id)
+    """The model's verified path, as :func:`ensure_models` gets it."""
+    paths = ensure_models([model_id], parent, directory)
+    return paths[0] if paths else None
+
+
+def ensure_models(model_ids: list[str], parent: QtWidgets.QWidget | None = None,
+                  directory: str | os.PathLike | None = None) -> list[Path] | None:
+    """The verified paths of ``model_ids``, the missing ones downloaded (or converted) first
+    in one progress dialog; None when one cannot be had and the user gave up. When the job
+    cannot run or fails, the user may import a file for the first missing model or try again."""
     folder = models_dir(directory)
-    if model_state(entry, folder) == "verified":
-        return folder / entry.file
+    entries = [get_entry(model_id) for model_id in dict.fromkeys(model_ids)]
     reason = "Downloads are turned off (REDUB_OFFLINE)." if offline_requested() else None
     while True:
+        missing = [e for e in entries if model_state(e, folder) != "verified"]
+        if not missing:
+            return [folder / e.file for e in entries]
         if reason is not None:
-            ask = MissingModelDialog(entry, folder, reason, parent)
+            ask = MissingModelDialog(missing[0], folder, reason, parent)
             ask.exec()
             if ask.choice is None:
                 return None
             if ask.choice == "import":
-                path, reason = _import(entry, folder, parent)
-                if path is not None:
-                    return path
-                continue
-        dialog = ModelDownloadDialog(model_id, folder, parent)
+                path, why = _import(missing[0], folder, parent)
+                if path is None:
+                    reason = why
+                continue  # imported: the next missing model, asked about the same way
+        dialog = ModelDownloadDialog([e.id for e in missing], folder, parent)
         dialog._start_thread()
         dialog.exec()  # returns on success, failure or Cancel (the thread then ends on its own)
         if dialog.error is None:
-            return dialog.path
+            if dialog.path is None:
+                return None  # cancelled
+            continue  # installed: the loop returns every path
         reason = f"The download failed: {dialog.error}"
 
 
 def _import(entry: ModelEntry, folder: Path,
             parent: QtWidgets.QWidget | None) -> tuple[Path | None, str]:
-    """Ask for a file and import it as ``entry``: its path, or None and why not."""
+    """Ask for a file and import it as ``entry`` (its external data file travels with it):
+    its path, or None and why not."""
     file, _ = QtWidgets.QFileDialog.getOpenFileName(
         parent, f"Import {entry.file}", str(Path.home()), "ONNX models (*.onnx);;All files (*)")
     if not file:

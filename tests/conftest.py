@@ -15,6 +15,7 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("REDUB_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
     monkeypatch.setenv("REDUB_DATA_DIR", str(tmp_path_factory.mktemp("data")))
     monkeypatch.setenv("REDUB_OFFLINE", "1")
+    monkeypatch.delenv("REDUB_MODEL_MIRROR", raising=False)  # a developer's studio mirror
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,8 @@ import hashlib
 import pytest
 from PySide6 import QtWidgets
 
-from desktop.model_download import MissingModelDialog, ModelDownloadDialog, ensure_model
+from desktop.model_download import (MissingModelDialog, ModelDownloadDialog, ensure_model,
+                                    ensure_models)
 from engine.models import download, manifest
 from tests.model_factory import offset_model, restorer_entry, write_manifest
 from tests.model_server import ModelServer, unused_port
@@ -87,3 +88,47 @@ def test_failure_is_reported_in_one_line(qtbot, server, folder, monkeypatch):
     assert len(shown) == 1
     assert shown[0].startswith(f"The download failed: {folder / 'offline.onnx'}: offline: "
                                "cannot reach 127.0.0.1")
+
+
+def test_one_dialog_installs_several_models_phase_by_phase(qtbot, server, folder, tmp_path,
+                                                           monkeypatch):
+    second = offset_model(offset=2.0)
+    server.files["n.onnx"] = second
+    path = write_manifest(tmp_path / "two.json", [
+        restorer_entry("m", [server.url("m.onnx")], sha256=hashlib.sha256(MODEL).hexdigest()),
+        restorer_entry("n", [server.url("n.onnx")])])
+    monkeypatch.setattr(manifest, "MANIFEST_PATH", path)
+    dialog = ModelDownloadDialog(["m", "n"], folder)
+    qtbot.addWidget(dialog)
+    phases, labels = [], []
+    dialog.thread_.phase.connect(phases.append)
+    dialog.thread_.progressed.connect(lambda done, total: labels.append(dialog.labelText()))
+    with qtbot.waitSignal(dialog.downloaded, timeout=10_000):
+        dialog.start()
+    assert phases == ["m", "n"] and dialog.paths == [folder / "m.onnx", folder / "n.onnx"]
+    assert any(label.startswith("Downloading n: ") for label in labels)
+    qtbot.waitUntil(lambda: not dialog.thread_.isRunning())
+    # A conversion counts networks, not bytes, in the same dialog.
+    dialog.thread_.phase.emit("convert musetalk_unet_v15")
+    dialog.thread_.progressed.emit(1.0, 5.0)
+    assert dialog.labelText() == ("Converting the official checkpoints: musetalk_unet_v15 "
+                                  "(2 of 5)")
+    assert (dialog.value(), dialog.maximum()) == (1, 5)
+    # Installed and verified: ensure_models answers at once, no dialog, no request.
+    count = len(server.requests)
+    assert ensure_models(["n", "m"], directory=folder) == [folder / "n.onnx", folder / "m.onnx"]
+    assert len(server.requests) == count
+
+
+def test_a_model_made_from_checkpoints_can_be_asked_for(qtbot, tmp_path):
+    # The shipped manifest: MuseTalk's UNet has no public file, but "Download" converts it.
+    entry = manifest.get_entry("musetalk_unet_v15")
+    ask = MissingModelDialog(entry, tmp_path, "Downloads are turned off (REDUB_OFFLINE).")
+    qtbot.addWidget(ask)
+    assert ask.download_button.isEnabled() and ask.defaultButton() is ask.download_button
+    assert "converts" in ask.download_button.toolTip()
+    assert "musetalk_unet_v15.onnx + musetalk_unet_v15.onnx.data" in ask.detailedText()
+    own = manifest.get_entry("expression_neutralizer")  # no source at all: import only
+    ask = MissingModelDialog(own, tmp_path, "")
+    qtbot.addWidget(ask)
+    assert not ask.download_button.isEnabled()

@@ -1,10 +1,12 @@
 """Model downloads over HTTP(S) with the standard library: resumable, cancellable, verified.
 
 Bytes go to ``<file>.part``; a cut connection resumes with a ``Range`` request (within the
-same call, and on the next call, since the part file is kept). Mirrors are tried in order.
-The finished file is checked (the manifest's sha256; else the CRC32 of the mirror's ``.hash``
-companion; else the I/O contract), renamed into place and pinned. A file that fails its check
-is deleted.
+same call, and on the next call, since the part file is kept). The studio's model mirror
+(``engine.models.mirror``) is tried first, then the manifest's URLs in order. The finished
+files are checked (the manifest's sha256; else the mirror's ``SHA256SUMS``; else the CRC32 of
+the official ``.hash`` companion; else the I/O contract), moved into place and pinned. Files
+that fail their check are deleted. :func:`install_models` also converts the models that have
+no public ONNX file from their official checkpoints (``engine.models.convert``).
 """
 from __future__ import annotations
 
@@ -15,21 +17,23 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable, Iterable
 from urllib.parse import urlsplit
 
-from engine.errors import RedubError
+from engine.errors import Cancelled, RedubError
 from engine.models.manifest import ModelEntry, get_entry
+from engine.models.mirror import Mirror, mirror_url, normalise
 from engine.models.store import (ModelMissingError, check_file_contract, digest_file,
-                                 model_path, model_state, models_dir, verify_file,
-                                 write_pin)
-from engine.progress import CancelToken
+                                 install_staged, model_path, model_state, models_dir, staging,
+                                 verify_file)
+from engine.progress import CancelToken, ProgressFn
 
 ByteProgress = Callable[[int, int], None]  # (done_bytes, total_bytes); total 0 when unknown
 OFFLINE_ENV = "REDUB_OFFLINE"  # set (to anything but "" or "0"): never download on first use
 
 CHUNK = 256 * 1024  # small enough that cancel and progress respond within a fraction of a second
-RETRIES = 5  # resumes after cut connections, per mirror
+RETRIES = 5  # resumes after cut connections, per source
 USER_AGENT = "redub-studio"
 
 _locks: dict[Path, threading.Lock] = {}
@@ -45,35 +49,92 @@ def ensure_models(model_ids: Iterable[str], progress: Callable[[str], ByteProgre
                   cancel: CancelToken | None = None, offline: bool | None = None) -> list[Path]:
     """The files of ``model_ids``, downloading those not installed yet: models come on first use.
 
-    ``progress(model_id)`` gives the byte callback for one download. ``offline`` (default: the
-    ``REDUB_OFFLINE`` environment variable) forbids downloads: a missing model then raises
-    ``ModelMissingError`` saying which file to put where.
+    ``progress(stage)`` gives the byte callback for one download (``stage`` is the model id, or
+    the file name of a checkpoint; a conversion reports its steps through it too). ``offline``
+    (default: the ``REDUB_OFFLINE`` environment variable) forbids downloads: a missing model
+    then raises ``ModelMissingError`` saying which file to put where.
     """
     if offline is None:
         offline = offline_requested()
-    paths = []
-    for model_id in dict.fromkeys(model_ids):
-        entry = get_entry(model_id)
-        if offline or model_state(entry) == "verified":
-            paths.append(model_path(model_id))
-        else:
-            paths.append(download_model(model_id, progress=progress(model_id) if progress
-                                        else None, cancel=cancel))
-    return paths
+    ids = list(dict.fromkeys(model_ids))
+    if offline:
+        return [model_path(model_id) for model_id in ids]
+    steps = (lambda stage, done, total: progress(stage)(done, total)) if progress else None
+    return install_models(ids, progress=steps, cancel=cancel)
+
+
+def install_models(model_ids: Iterable[str], directory: str | os.PathLike | None = None,
+                   progress: ProgressFn | None = None, cancel: CancelToken | None = None,
+                   force: bool = False, mirror: str | None = None,
+                   timeout: float = 30.0) -> list[Path]:
+    """Install ``model_ids`` however each can be had; their paths, in order.
+
+    A verified model is kept (unless ``force``). Others are downloaded (the mirror first, then
+    the manifest's URLs); a model with no public ONNX file that the mirror does not have is
+    converted from the official checkpoints, one conversion for all of a checkpoint set's
+    models. ``progress(stage, done, total)``: bytes of each download (stage: the model id or the
+    checkpoint's path) and the conversion's steps (stage: ``convert ...``). ``mirror``: as in
+    :func:`download_model`.
+    """
+    entries = [get_entry(model_id) for model_id in dict.fromkeys(model_ids)]
+    folder = models_dir(directory)
+    paths: dict[str, Path] = {}
+    to_convert = []
+    for entry in entries:
+        state = "missing" if force else model_state(entry, folder)
+        if state == "verified":
+            paths[entry.id] = folder / entry.file
+            continue
+        byte_progress = (lambda d, t, stage=entry.id: progress(stage, d, t)) if progress \
+            else None
+        if entry.convert is not None and not entry.urls:
+            if state != "missing":
+                try:
+                    paths[entry.id] = verify_file(entry, folder / entry.file)
+                    continue
+                except RedubError:
+                    pass  # damaged or another model: made again
+            if _mirror(mirror):
+                try:
+                    paths[entry.id] = download_model(entry.id, folder, byte_progress, cancel,
+                                                     timeout, force, mirror)
+                    continue
+                except Cancelled:
+                    raise
+                except RedubError:
+                    pass  # the mirror does not have it (or not whole): convert instead
+            to_convert.append(entry)
+            continue
+        paths[entry.id] = download_model(entry.id, folder, byte_progress, cancel, timeout,
+                                         force, mirror)
+    if to_convert:
+        from engine.models.convert import convert_models
+
+        paths.update(convert_models(to_convert, folder, progress, cancel, timeout))
+    return [paths[e.id] for e in entries]
 
 
 def download_model(model_id: str, directory: str | os.PathLike | None = None,
                    progress: ByteProgress | None = None, cancel: CancelToken | None = None,
-                   timeout: float = 30.0, force: bool = False) -> Path:
+                   timeout: float = 30.0, force: bool = False,
+                   mirror: str | None = None) -> Path:
     """Fetch ``model_id`` into the model folder unless a verified copy is there; its path.
 
-    A copy that is there but not pinned is checked first and kept when it passes.
-    Offline, raises ``ModelMissingError`` saying which file to put where. ``Cancelled``
-    keeps the part file so the next call resumes.
+    The model mirror (``mirror``: a URL prefix; None: the saved setting or
+    ``REDUB_MODEL_MIRROR``; "": none) is tried before the manifest's URLs. A copy that is there
+    but not pinned is checked first and kept when it passes. Offline, raises
+    ``ModelMissingError`` saying which file to put where. ``Cancelled`` keeps the part files so
+    the next call resumes.
     """
     entry = get_entry(model_id)
     folder = models_dir(directory)
     dest = folder / entry.file
+    prefix = _mirror(mirror)
+    sources = [_Source(url, {entry.file: url}) for url in entry.urls] \
+        if not entry.data_file else []  # the published models are all single files
+    if prefix:
+        studio = Mirror(prefix)
+        sources.insert(0, _Source(prefix, {n: studio.url(n) for n in entry.files}, studio))
     with _lock_for(dest):
         state = "missing" if force else model_state(entry, folder)
         if state == "verified":
@@ -82,26 +143,20 @@ def download_model(model_id: str, directory: str | os.PathLike | None = None,
             try:
                 return verify_file(entry, dest)  # copied in by hand, or changed since pinned
             except RedubError:
-                if not entry.urls:
+                if not sources:
                     raise
                 # damaged or another model: a fresh copy replaces it
-        if not entry.urls:
+        if not sources:
             raise ModelMissingError(entry, dest)
-        part = dest.with_name(dest.name + ".part")
-        crc32 = fetch_crc32(entry.hash_url, timeout) if entry.hash_url and not entry.sha256 \
-            else None
-        url = _fetch_from_mirrors(entry, dest, part, progress, cancel, timeout)
-        sha256 = _verify_part(entry, part, dest, crc32, url)
-        os.replace(part, dest)
-        write_pin(dest, sha256, "download")
-        return dest
+        return _download(entry, folder, sources, progress, cancel, timeout)
 
 
 def fetch(url: str, part: Path, progress: ByteProgress | None = None,
           cancel: CancelToken | None = None, timeout: float = 30.0,
-          retries: int = RETRIES) -> None:
+          retries: int | None = None) -> None:
     """Download ``url`` into ``part``, continuing from the bytes already there and resuming
-    up to ``retries`` times after a cut connection."""
+    up to ``retries`` (default ``RETRIES``) times after a cut connection."""
+    retries = RETRIES if retries is None else retries
     for attempt in range(retries + 1):
         try:
             _fetch_once(url, part, progress, cancel, timeout)
@@ -122,26 +177,114 @@ def fetch_crc32(url: str, timeout: float = 30.0) -> str | None:
     return text if re.fullmatch(r"[0-9a-f]{8}", text) else None
 
 
-def _fetch_from_mirrors(entry: ModelEntry, dest: Path, part: Path,
-                        progress: ByteProgress | None, cancel: CancelToken | None,
-                        timeout: float) -> str:
+@dataclass
+class _Source:
+    """Where one copy of a model can be had: each file's URL, and the mirror vouching for it."""
+    label: str
+    urls: dict[str, str]  # file name -> URL
+    mirror: Mirror | None = None
+
+
+def _download(entry: ModelEntry, folder: Path, sources: list[_Source],
+              progress: ByteProgress | None, cancel: CancelToken | None, timeout: float) -> Path:
+    """Fetch ``entry``'s files from the first source that has them whole and checked."""
+    dest = folder / entry.file
     failures, unreachable = [], []
-    for url in entry.urls:
+    for source in sources:
+        fetched = []
         try:
-            fetch(url, part, progress, cancel, timeout)
-            return url
+            for name, url in source.urls.items():
+                try:
+                    fetch(url, folder / (name + ".part"), progress, cancel, timeout)
+                except urllib.error.HTTPError as exc:
+                    if name != entry.data_file or exc.code != 404:
+                        raise
+                    continue  # a small export keeps its weights inside the graph
+                fetched.append(name)
         except urllib.error.HTTPError as exc:
             failures.append(f"{url}: HTTP {exc.code} {exc.reason}")
+            continue
         except urllib.error.URLError as exc:
-            unreachable.append(f"{urlsplit(url).netloc} ({_reason(exc.reason)})")
+            unreachable.append(f"{urlsplit(url).netloc or url} ({_reason(exc.reason)})")
+            continue
         except (ConnectionError, TimeoutError) as exc:
             failures.append(f"{url}: {_reason(exc)}")
+            continue
+        try:
+            return _install(entry, folder, source, fetched, timeout)
+        except RedubError as exc:
+            if source.mirror is None:
+                raise
+            failures.append(f"{source.label}: {exc.problem}")  # the official copy may do
     if not failures:
         raise ModelMissingError(entry, dest, f"offline: cannot reach {', '.join(unreachable)}")
     kept = " (the part downloaded so far is kept: run again to resume)" \
-        if part.exists() and part.stat().st_size else ""
+        if any(_size(folder / (n + ".part")) for n in entry.files) else ""
     raise RedubError(f"download of '{entry.id}' failed: {'; '.join(failures + unreachable)}"
                      f"{kept}", dest)
+
+
+def _install(entry: ModelEntry, folder: Path, source: _Source, names: list[str],
+             timeout: float) -> Path:
+    """Check the downloaded part files of ``entry`` and move them into place, pinned.
+
+    Each file is held to the manifest's sha256, else the mirror's ``SHA256SUMS``, else (the
+    model file) the CRC32 of the official ``.hash`` companion; what none of these covers is
+    checked against the I/O contract. A file that fails is deleted with the others.
+    """
+    dest = folder / entry.file
+    parts = {name: folder / (name + ".part") for name in names}
+    digests, unchecked = {}, False
+    try:
+        for name, part in parts.items():
+            digest = digest_file(part)
+            digests[name] = digest.sha256
+            published = entry.sha256 if name == entry.file else entry.data_sha256
+            listed = source.mirror.checksum(name, timeout) \
+                if source.mirror and not published else None
+            if published or listed:
+                want, size = (published, None) if published else listed
+                if digest.sha256 != want:
+                    raise _Rejected(f"sha256 {digest.sha256}, expected {want}")
+                if size is not None and digest.size != size:
+                    raise _Rejected(f"{digest.size} bytes, expected {size}")
+                continue
+            crc32 = fetch_crc32(entry.hash_url, timeout) \
+                if name == entry.file and entry.hash_url else None
+            if crc32 and digest.crc32 != crc32:
+                raise _Rejected(f"CRC32 {digest.crc32}, expected {crc32}")
+            unchecked = unchecked or crc32 is None
+        with staging(folder) as stage:
+            for name, part in parts.items():
+                os.replace(part, stage / name)
+            if unchecked:
+                try:
+                    check_file_contract(entry, stage / entry.file)
+                except RedubError as exc:
+                    raise _Rejected(f"it {exc.problem}") from None
+            return install_staged(entry, stage, folder, "download", digests)
+    except _Rejected as exc:
+        for part in parts.values():
+            part.unlink(missing_ok=True)
+        raise RedubError(f"the download from {source.label} was removed: {exc}", dest) \
+            from None
+
+
+class _Rejected(Exception):
+    """A downloaded file failed its check (the reason is the message)."""
+
+
+def _mirror(mirror: str | None) -> str | None:
+    if mirror is None:
+        return mirror_url()
+    return normalise(mirror) if mirror else None
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
 
 
 def _fetch_once(url: str, part: Path, progress: ByteProgress | None,
@@ -184,27 +327,6 @@ def _fetch_once(url: str, part: Path, progress: ByteProgress | None,
                     progress(done, total)
     if total and done < total:
         raise ConnectionError(f"connection closed after {done} of {total} bytes")
-
-
-def _verify_part(entry: ModelEntry, part: Path, dest: Path, crc32: str | None,
-                 url: str) -> str:
-    digest = digest_file(part)
-    if entry.sha256 and digest.sha256 != entry.sha256:
-        expected, actual, kind = entry.sha256, digest.sha256, "sha256"
-    elif not entry.sha256 and crc32 and digest.crc32 != crc32:
-        expected, actual, kind = crc32, digest.crc32, "CRC32"
-    else:
-        if not entry.sha256 and not crc32:
-            try:
-                check_file_contract(entry, part)
-            except RedubError as exc:
-                part.unlink(missing_ok=True)
-                raise RedubError(f"the download from {url} was removed: it {exc.problem}",
-                                 dest) from None
-        return digest.sha256
-    part.unlink(missing_ok=True)
-    raise RedubError(f"the download from {url} was removed: {kind} {actual}, expected "
-                     f"{expected}", dest)
 
 
 def _request(url: str, headers: dict[str, str] | None = None) -> urllib.request.Request:

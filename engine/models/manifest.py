@@ -5,6 +5,13 @@ theme) and holds one entry per model: stage, file name, mirror URLs, checksum (s
 URL of a CRC32 ``.hash`` companion as the facefusion-assets releases publish), size, licence
 note and the I/O contract that the runtime checks every file against.
 
+A model with no public ONNX file may be converted from its publisher's PyTorch checkpoints:
+its ``convert`` field names a set in the ``checkpoints`` section (the official files, each with
+its URLs, sha256 where published, and size; downloaded into ``checkpoints/`` in the model
+folder in the publisher's own layout) and the converter that turns them into the contract.
+A model too big for one protobuf keeps its weights in ONNX external data: ``data_file`` names
+that companion, which is pinned, verified and imported with the model.
+
 The manifest's ``backends`` section names every stage backend (those without a model too):
 ``"module:factory"`` and the model ids it runs. The stage registries (``GENERATORS``,
 ``RESTORERS``...) are read from it, so adding a backend is one module and one entry here.
@@ -24,7 +31,7 @@ from pathlib import Path
 from engine.errors import RedubError, UsageError
 
 MANIFEST_PATH = Path(__file__).resolve().parents[2] / "resources" / "models.json"
-STAGES = ("detector", "landmarker", "stabilizer", "generator", "restorer")
+STAGES = ("detector", "landmarker", "stabilizer", "generator", "restorer", "parser")
 DTYPES = ("float16", "float32", "float64", "int32", "int64", "uint8", "bool")
 
 Dim = int | str
@@ -46,6 +53,36 @@ class Contract:
 
 
 @dataclass(frozen=True)
+class Conversion:
+    """How a model without a public ONNX file is made: ``checkpoints`` names the set of
+    official files, ``needs`` the paths in it this model is made from; ``version`` and
+    ``fp16`` are passed to the set's converter."""
+    checkpoints: str
+    needs: tuple[str, ...]
+    version: str | None = None
+    fp16: bool = False
+    optional: bool = False  # the converter makes it only when its checkpoints are there
+
+
+@dataclass(frozen=True)
+class CheckpointFile:
+    path: str  # relative to the checkpoints folder, in the publisher's layout
+    urls: tuple[str, ...]
+    sha256: str | None
+    size: int | None
+
+
+@dataclass(frozen=True)
+class CheckpointSet:
+    name: str
+    converter: str  # "module:callable", imported only when a conversion runs
+    files: dict[str, CheckpointFile]  # by path
+    license: str = ""
+    notes: str = ""
+    default_version: str | None = None  # the version converted when none is asked for
+
+
+@dataclass(frozen=True)
 class ModelEntry:
     id: str
     stage: str
@@ -57,6 +94,14 @@ class ModelEntry:
     license: str
     contract: Contract
     notes: str = ""
+    data_file: str | None = None  # ONNX external data beside ``file`` (a model over 2 GB)
+    data_sha256: str | None = None
+    convert: Conversion | None = None  # made from official checkpoints where not published
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        """Every file of the model in the model folder: the ONNX file, then its data."""
+        return (self.file, self.data_file) if self.data_file else (self.file,)
 
 
 @dataclass(frozen=True)
@@ -83,6 +128,12 @@ def backend_models(stage: str, name: str) -> tuple[str, ...]:
 def load_manifest(path: str | os.PathLike | None = None) -> dict[str, ModelEntry]:
     """Entries by id, from ``resources/models.json`` unless ``path`` names another manifest."""
     return dict(_load(os.fspath(path) if path is not None else os.fspath(MANIFEST_PATH)))
+
+
+def checkpoint_sets(path: str | os.PathLike | None = None) -> dict[str, CheckpointSet]:
+    """The manifest's ``checkpoints`` section by set name."""
+    return dict(_load_checkpoints(os.fspath(path) if path is not None
+                                  else os.fspath(MANIFEST_PATH)))
 
 
 def get_entry(model_id: str, manifest: dict[str, ModelEntry] | None = None) -> ModelEntry:
@@ -117,6 +168,39 @@ def _load(path: str) -> tuple[tuple[str, ModelEntry], ...]:
 
 
 @functools.lru_cache(maxsize=8)
+def _load_checkpoints(path: str) -> dict[str, CheckpointSet]:
+    models = dict(_load(path))
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f).get("checkpoints", {})
+    sets = {}
+    try:
+        for name, raw in data.items():
+            files = {}
+            for f in raw["files"]:
+                files[f["path"]] = CheckpointFile(f["path"], tuple(f.get("urls", ())),
+                                                  _sha256(f"checkpoint {f['path']}",
+                                                          f.get("sha256")), f.get("size"))
+            if ":" not in raw["converter"]:
+                raise ValueError(f"checkpoints '{name}': converter must be module:name")
+            sets[name] = CheckpointSet(name, raw["converter"], files, raw.get("license", ""),
+                                       raw.get("notes", ""), raw.get("default_version"))
+        for entry in models.values():
+            if entry.convert is None:
+                continue
+            chosen = sets.get(entry.convert.checkpoints)
+            if chosen is None:
+                raise ValueError(f"{entry.id} is converted from unknown checkpoints "
+                                 f"'{entry.convert.checkpoints}'")
+            unknown = [p for p in entry.convert.needs if p not in chosen.files]
+            if unknown:
+                raise ValueError(f"{entry.id} needs checkpoint files not in "
+                                 f"'{chosen.name}': {', '.join(unknown)}")
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise RedubError(f"bad checkpoints entry in the model manifest: {exc}", path) from None
+    return sets
+
+
+@functools.lru_cache(maxsize=8)
 def _load_backends(path: str) -> dict[str, dict[str, BackendEntry]]:
     models = dict(_load(path))
     with open(path, encoding="utf-8") as f:
@@ -145,16 +229,25 @@ def _entry(raw: dict) -> ModelEntry:
     model_id = raw["id"]
     if raw["stage"] not in STAGES:
         raise ValueError(f"{model_id}: stage '{raw['stage']}' is not one of {', '.join(STAGES)}")
-    sha256 = raw.get("sha256")
-    if sha256 is not None and (len(sha256) != 64 or not _is_hex(sha256)):
-        raise ValueError(f"{model_id}: sha256 must be 64 hex digits")
+    convert = raw.get("convert")
     return ModelEntry(
         id=model_id, stage=raw["stage"], file=raw["file"],
-        urls=tuple(raw.get("urls", ())), sha256=sha256.lower() if sha256 else None,
+        urls=tuple(raw.get("urls", ())), sha256=_sha256(model_id, raw.get("sha256")),
         hash_url=raw.get("hash_url"), size=raw.get("size"), license=raw.get("license", ""),
         contract=Contract(inputs=tuple(_tensor(model_id, t) for t in raw["inputs"]),
                           outputs=tuple(_tensor(model_id, t) for t in raw["outputs"])),
-        notes=raw.get("notes", ""))
+        notes=raw.get("notes", ""), data_file=raw.get("data_file"),
+        data_sha256=_sha256(f"{model_id} data", raw.get("data_sha256")),
+        convert=Conversion(convert["checkpoints"], tuple(convert.get("needs", ())),
+                           convert.get("version"), bool(convert.get("fp16", False)),
+                           bool(convert.get("optional", False)))
+        if convert else None)
+
+
+def _sha256(what: str, value: str | None) -> str | None:
+    if value is not None and (len(value) != 64 or not _is_hex(value)):
+        raise ValueError(f"{what}: sha256 must be 64 hex digits")
+    return value.lower() if value else None
 
 
 def _tensor(model_id: str, raw: dict) -> TensorSpec:

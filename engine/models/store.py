@@ -1,15 +1,19 @@
 """The local model folder: where models live, whether each is present and verified, imports.
 
 A model file counts as verified when its sha256 matches the manifest, or when a pin written at
-download, import or verification still matches its size and modification time. Pins live in
-``pins.json`` beside the models, so a multi-gigabyte file is hashed once, not on every use.
+download, conversion, import or verification still matches its size and modification time.
+Pins live in ``pins.json`` beside the models, so a multi-gigabyte file is hashed once, not on
+every use. A model with ONNX external data is two files (``entry.files``) treated as one: both
+pinned, both verified, imported together.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import tempfile
 import threading
 import zlib
 from dataclasses import dataclass
@@ -20,6 +24,7 @@ from engine.models.manifest import ModelEntry, get_entry
 from engine.paths import data_dir
 
 PINS = "pins.json"
+OWN_SOURCES = ("import", "convert")  # pins that vouch for a file no published checksum covers
 ENV = "REDUB_MODELS_DIR"
 _CHUNK = 1 << 20
 _pins_lock = threading.Lock()
@@ -32,6 +37,10 @@ class ModelMissingError(RedubError):
         if entry.urls:
             how = (f"download {entry.urls[0]} to this path, or run "
                    f"`redub models download {entry.id}` when online")
+        elif entry.convert is not None:
+            how = (f"no public ONNX file: run `redub models download {entry.id}` when online "
+                   f"(fetches the official checkpoints and converts them), or import the "
+                   f"converted {' + '.join(entry.files)} with `redub models import`")
         else:
             how = (f"no public download: get {entry.file} and run "
                    f"`redub models import FILE --id {entry.id}`")
@@ -75,65 +84,161 @@ def model_path(model_id: str, directory: str | os.PathLike | None = None) -> Pat
 
 def model_state(entry: ModelEntry, directory: str | os.PathLike | None = None) -> str:
     """``missing``, ``verified`` (pinned and unchanged), ``unverified`` (present, never checked)
-    or ``changed`` (different from when it was pinned). Never hashes the file."""
-    path = models_dir(directory) / entry.file
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        return "missing"
-    pin = read_pins(path.parent).get(entry.file)
-    if pin is None:
-        return "unverified"
-    if pin["size"] != st.st_size or pin["mtime_ns"] != st.st_mtime_ns:
-        return "changed"
-    if entry.sha256 and pin["sha256"] != entry.sha256 and pin.get("source") != "import":
-        return "changed"  # the manifest moved on to a new file since this one was pinned
+    or ``changed`` (different from when it was pinned). Never hashes the file. A model with
+    external data is missing while either file is."""
+    folder = models_dir(directory)
+    pins = read_pins(folder)
+    states = []
+    for name in model_files(entry, folder):
+        try:
+            st = (folder / name).stat()
+        except FileNotFoundError:
+            return "missing"
+        pin = pins.get(name)
+        if pin is None:
+            states.append("unverified")
+        elif pin["size"] != st.st_size or pin["mtime_ns"] != st.st_mtime_ns:
+            states.append("changed")
+        elif _published(entry, name) and pin["sha256"] != _published(entry, name) \
+                and pin.get("source") not in OWN_SOURCES:
+            states.append("changed")  # the manifest moved on to a new file since this was pinned
+        else:
+            states.append("verified")
+    for state in ("changed", "unverified"):
+        if state in states:
+            return state
     return "verified"
 
 
 def verify_file(entry: ModelEntry, path: Path) -> Path:
-    """Hash ``path`` and check it, pin it and return it; ``RedubError`` on a mismatch.
+    """Hash ``path`` (and its external data) and check it, pin it and return it; ``RedubError``
+    on a mismatch.
 
-    The reference is the manifest's sha256, or for a file imported or pinned without one, the
-    pin (an unchanged file whose bytes differ is damaged). Files not held to a published
-    checksum are also checked against the I/O contract.
+    The reference is the manifest's sha256, or for a file imported, converted or pinned without
+    one, the pin (an unchanged file whose bytes differ is damaged). Files not held to a
+    published checksum are also checked against the I/O contract.
     """
-    digest = digest_file(path)
-    st = path.stat()
-    pin = read_pins(path.parent).get(entry.file)
-    unchanged = pin is not None and (pin["size"], pin["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
-    own = unchanged and (pin.get("source") == "import" or not entry.sha256)
-    expected = pin["sha256"] if own else entry.sha256
-    if expected and digest.sha256 != expected:
-        drop_pin(path)  # so every later use checks it again rather than trusting it
-        raise RedubError(f"is damaged or not model '{entry.id}' (sha256 {digest.sha256}, "
-                         f"expected {expected}): delete it, then download or import "
-                         f"'{entry.id}' again", path)
-    if own or not entry.sha256:
+    pins = read_pins(path.parent)
+    digests, sources, contract = {}, {}, False
+    for name in model_files(entry, path.parent):
+        target = path.with_name(name) if name != entry.file else path
+        digest = digest_file(target)
+        st = target.stat()
+        pin = pins.get(name)
+        unchanged = pin is not None and \
+            (pin["size"], pin["mtime_ns"]) == (st.st_size, st.st_mtime_ns)
+        published = _published(entry, name)
+        own = unchanged and (pin.get("source") in OWN_SOURCES or not published)
+        expected = pin["sha256"] if own else published
+        if expected and digest.sha256 != expected:
+            for other in entry.files:  # so every later use checks it again, not trusting it
+                drop_pin(path.with_name(other))
+            raise RedubError(f"is damaged or not model '{entry.id}' (sha256 {digest.sha256}, "
+                             f"expected {expected}): delete it, then download or import "
+                             f"'{entry.id}' again", target)
+        contract = contract or own or not published
+        digests[target] = digest.sha256
+        sources[target] = pin["source"] if unchanged else "verify"
+    if contract:
         check_file_contract(entry, path)
-    write_pin(path, digest.sha256, pin["source"] if unchanged else "verify")
+    for target, sha256 in digests.items():
+        write_pin(target, sha256, sources[target])
     return path
 
 
 def import_model(file: str | os.PathLike, model_id: str,
-                 directory: str | os.PathLike | None = None) -> Path:
+                 directory: str | os.PathLike | None = None,
+                 data: str | os.PathLike | None = None) -> Path:
     """Copy ``file`` into the model folder as ``model_id`` after checking it against the
-    manifest's I/O contract; the copy lands atomically and its sha256 is pinned."""
+    manifest's I/O contract; the copy lands atomically and its sha256 is pinned.
+
+    A model with external data brings its data file too: ``data``, else the manifest's data
+    file name or ``<file>.data`` beside ``file``. Both are copied to a staging folder under
+    their installed names and checked there together, so a bad pair never replaces a good one.
+    """
     entry = get_entry(model_id)
     source = Path(file)
     if not source.is_file():
         raise RedubError("model file not found", source)
-    check_file_contract(entry, source)
-    dest = models_dir(directory) / entry.file
-    if source.resolve() != dest.resolve():
-        part = dest.with_name(dest.name + ".import")
+    if data and not entry.data_file:
+        raise RedubError(f"model '{entry.id}' has no external data file", data)
+    sources = {entry.file: source}
+    companion = Path(data) if data else find_data_file(entry, source)
+    if companion is not None:
+        if not companion.is_file():
+            raise RedubError("external data file not found", companion)
+        sources[entry.data_file] = companion
+    folder = models_dir(directory)
+    dest = folder / entry.file
+    if all(p.resolve() == (folder / n).resolve() for n, p in sources.items()):
+        check_file_contract(entry, dest)  # importing the installed files: check, pin
+        for name in sources:
+            write_pin(folder / name, digest_file(folder / name).sha256, "import")
+        return dest
+    with staging(folder) as stage:
+        for name, path in sources.items():
+            shutil.copyfile(path, stage / name)
         try:
-            shutil.copyfile(source, part)
-            os.replace(part, dest)
-        finally:
-            part.unlink(missing_ok=True)
-    write_pin(dest, digest_file(dest).sha256, "import")
+            check_file_contract(entry, stage / entry.file)
+        except RedubError as exc:
+            raise RedubError(exc.problem, source) from None  # the user's file, not the copy
+        install_staged(entry, stage, folder, "import")
     return dest
+
+
+def model_files(entry: ModelEntry, folder: Path) -> tuple[str, ...]:
+    """The files ``entry`` has in ``folder``: its ONNX file, and its external data file where
+    there is one (present or pinned). A converted network small enough for one protobuf (a
+    test's tiny UNet) has none; a pinned data file that went missing makes the model missing."""
+    if entry.data_file and ((folder / entry.data_file).exists()
+                            or entry.data_file in read_pins(folder)):
+        return entry.files
+    return (entry.file,)
+
+
+def find_data_file(entry: ModelEntry, source: Path) -> Path | None:
+    """The external data file that came with ``source`` (a model file being imported): the
+    manifest's data file name or ``<file>.data`` beside it; None when there is none (the
+    contract check then fails if the graph needs one)."""
+    if not entry.data_file:
+        return None
+    for candidate in (source.with_name(entry.data_file), Path(f"{source}.data")):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@contextlib.contextmanager
+def staging(folder: Path):
+    """A scratch folder inside the model folder (same volume: its files move by rename),
+    removed with whatever is left in it."""
+    stage = Path(tempfile.mkdtemp(prefix=".staging-", dir=folder))
+    try:
+        yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def install_staged(entry: ModelEntry, stage: Path, folder: Path, source: str,
+                   digests: dict[str, str] | None = None) -> Path:
+    """Move ``entry``'s checked files from ``stage`` into ``folder`` and pin them (with their
+    sha256 from ``digests`` by file name where the caller has hashed them already).
+
+    The data file lands first and the pins last: a crash in between leaves files whose pins do
+    not match, which are checked again on next use rather than trusted.
+    """
+    digests = digests or {}
+    names = [n for n in entry.files if (stage / n).exists()]
+    for name in entry.files:
+        drop_pin(folder / name)
+    if entry.data_file and entry.data_file not in names:
+        (folder / entry.data_file).unlink(missing_ok=True)  # an older copy's, now stale
+    for name in reversed(names):
+        os.replace(stage / name, folder / name)
+    for name in names:
+        sha256 = digests.get(name) or digest_file(folder / name).sha256
+        write_pin(folder / name, sha256, source)
+    return folder / entry.file
 
 
 def check_file_contract(entry: ModelEntry, path: Path) -> None:
@@ -183,3 +288,8 @@ def drop_pin(path: Path) -> None:
             tmp = path.parent / (PINS + ".tmp")
             tmp.write_text(json.dumps(pins, indent=1, sort_keys=True), encoding="utf-8")
             os.replace(tmp, path.parent / PINS)
+
+
+def _published(entry: ModelEntry, name: str) -> str | None:
+    """The manifest's sha256 for one of ``entry``'s files."""
+    return entry.sha256 if name == entry.file else entry.data_sha256
