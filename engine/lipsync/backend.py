@@ -38,6 +38,8 @@ class SyncContext:
     # Seconds into the dub each analysed frame hears (its placement and offset applied);
     # None: the frame times. The dub features are already taken at these times.
     dub_times: np.ndarray | None = None
+    # The dub itself, 16 kHz mono (n,) or (n, 1), for generators with their own audio features.
+    dub_samples: np.ndarray | None = None
     stabilizer: str = "geometric"  # where neural generators get their face crops (STABILIZERS)
     warn: Callable[[str], None] = field(default=lambda message: None)
 
