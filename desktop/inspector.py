@@ -25,11 +25,12 @@ from engine.restore.backend import RESTORERS
 from engine.project import RangeSettings
 from ui import theme
 
-MASK_KINDS = ("lower_face", "lips")
+MASK_KINDS = ("lower_face", "lips", "parsing")
 # What the lists show for the engine's identifiers (an unknown one shows as itself).
 LABELS = {"retrieval": "Retrieval (built in)", "wav2lip": "Wav2Lip", "wav2lip_gan": "Wav2Lip GAN",
+          "musetalk": "MuseTalk 1.5", "musetalk_v10": "MuseTalk 1.0", "edtalk": "EDTalk",
           "none": "None", "gfpgan": "GFPGAN", "gpen": "GPEN", "codeformer": "CodeFormer",
-          "lower_face": "Lower face", "lips": "Lips"}
+          "lower_face": "Lower face", "lips": "Lips", "parsing": "Face parsing (jaw)"}
 CURVE_LANES = {"openness_gain": "Openness", "audio_offset_ms": "Mouth timing"}
 
 

@@ -28,7 +28,9 @@ import numpy as np
 from engine.errors import UsageError
 from engine.face import geometry as geo
 
-MaskKind = Literal["lower_face", "lips"]
+# "parsing": the face-parsing mask (engine.face_parsing), drawn from the picture; where a
+# landmark outline stands for it (the region, the editor, restorers) it is the lower face's.
+MaskKind = Literal["lower_face", "lips", "parsing"]
 OverrideMode = Literal["replace", "exclude", "add", "erase"]
 Box = tuple[int, int, int, int]
 
@@ -74,8 +76,8 @@ class MaskSettings:
     feather: float = 0.15
 
     def __post_init__(self) -> None:
-        if self.kind not in ("lower_face", "lips"):
-            raise UsageError(f"unknown mask kind {self.kind!r} (lower_face or lips)")
+        if self.kind not in ("lower_face", "lips", "parsing"):
+            raise UsageError(f"unknown mask kind {self.kind!r} (lower_face, lips or parsing)")
         if not np.isfinite(self.dilation) or not np.isfinite(self.feather) or self.feather < 0:
             raise UsageError(f"bad mask sizes: dilation {self.dilation}, feather {self.feather}")
 
@@ -181,7 +183,7 @@ def landmark_polygon(landmarks: np.ndarray, kind: MaskKind) -> np.ndarray:
     pts = np.asarray(landmarks, dtype=np.float64)
     if pts.shape != (68, 2):
         raise ValueError(f"expected (68, 2) landmarks, got {pts.shape}")
-    return pts[LOWER_FACE if kind == "lower_face" else OUTER_LIPS]
+    return pts[OUTER_LIPS if kind == "lips" else LOWER_FACE]
 
 
 def landmark_mask(landmarks: np.ndarray, box: Box,
@@ -231,15 +233,16 @@ def polygon_mask(polygon: np.ndarray, shape: tuple[int, int], offset: float,
 def frame_mask(landmarks: np.ndarray, box: Box, to_face: np.ndarray,
                settings: MaskSettings = MaskSettings(),
                overrides: Iterable[MaskOverride] = (), *, outline: np.ndarray | None = None,
-               union: np.ndarray | None = None) -> np.ndarray:
+               union: np.ndarray | None = None, base: np.ndarray | None = None) -> np.ndarray:
     """The final mask of one frame in the crop ``box``: landmark mask with the frame's overrides.
 
     ``outline`` (face coordinates) replaces the landmark outline, drawn the way the landmark
-    mask is (dilated, feathered). Replace polygons (their union) stand in for that mask;
-    ``union`` (a mask of the crop, e.g. the generated mouth's) is united with it; add and erase
-    shapes apply in order; exclude shapes are cut out last, so an exclusion always wins. The
-    result is tapered to 0 at the crop's border, since the crop's edge is pasted back into the
-    frame hard.
+    mask is (dilated, feathered); ``base`` (a mask of the crop, the face parsing's) stands in
+    for the landmark mask as it is (dilation and feather do not apply to it). Replace polygons
+    (their union) stand in for either; ``union`` (a mask of the crop, e.g. the generated
+    mouth's) is united with it; add and erase shapes apply in order; exclude shapes are cut
+    out last, so an exclusion always wins. The result is tapered to 0 at the crop's border,
+    since the crop's edge is pasted back into the frame hard.
     """
     scale = face_scale(landmarks)
     feather = settings.feather * scale
@@ -261,6 +264,8 @@ def frame_mask(landmarks: np.ndarray, box: Box, to_face: np.ndarray,
         poly = geo.apply(to_frame, np.asarray(outline, np.float64)) - box[:2]
         grow = settings.dilation + (LIPS_MARGIN if settings.kind == "lips" else 0.0)
         mask = polygon_mask(poly, shape, grow * scale, feather, coarse=True)
+    elif base is not None:
+        mask = base.astype(np.float32, copy=True)
     else:
         mask = landmark_mask(landmarks, box, settings)
     if union is not None:

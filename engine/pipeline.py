@@ -28,7 +28,9 @@ from engine.errors import RedubError, UsageError
 from engine.face import geometry as geo
 from engine.face.analysis import FaceAnalysis, NoFaceError, Target, analyze_range
 from engine.face.refine import refine_landmarks
+from engine.face_parsing import FaceParser, mask_extent
 from engine.lipsync.backend import Generated, SyncContext, create_generator
+from engine.lipsync.musetalk import crop_boxes as musetalk_boxes
 from engine.lipsync.retrieval import even_box
 from engine.mask import (MaskSettings, chin_cover, face_scale, frame_mask, landmark_mask,
                          landmark_polygon)
@@ -77,6 +79,8 @@ def required_models(settings: SyncSettings) -> list[str]:
     models = [*neural, *backend_models("restorer", settings.restorer)]
     if neural:  # neural generators take their face crops from the stabilizer
         models += backend_models("stabilizer", settings.stabilizer)
+    if settings.mask.kind == "parsing":
+        models += backend_models("parser", "bisenet")
     return list(dict.fromkeys(models))
 
 
@@ -102,6 +106,7 @@ class SyncSession:
         self.unplaced: np.ndarray | None = None  # bool per analysed frame: see unplaced_frames
         self._generator = None
         self._restorer: Restorer = NoRestorer()  # prepare_sync sets the chosen one
+        self._parser: FaceParser | None = None  # the "parsing" mask's model
         self._inputs: _AudioInputs | None = None
         # Share of the source kept per analysed frame next to frames left as they are, so the
         # new mouth fades out and in rather than popping.
@@ -109,6 +114,7 @@ class SyncSession:
         # Generated crops of recent frames (box, crop): edits on a frame (a vertex dragged
         # about) re-blend its crop instead of generating it again.
         self._crops: OrderedDict[int, tuple[tuple[int, int, int, int], Generated]] = OrderedDict()
+        self._masks: OrderedDict[tuple, np.ndarray] = OrderedDict()  # parsing masks, likewise
         self._lock = threading.Lock()
 
     # -- frames --------------------------------------------------------------------------
@@ -145,9 +151,29 @@ class SyncSession:
         if fixes.keep >= 1.0:
             return frame
         settings = replace(self.settings, mask=fixes.mask_settings(self.settings.mask))
-        box = _grow(_region(a.landmarks[k], a.crop_boxes[k], frame, settings), fixes, a, k,
-                    frame, settings)
-        return _blend(frame, self._generated(frame, k, box), a, k, settings, fixes)
+        face = None if self._parser is None else tuple(int(v) for v in musetalk_boxes(
+            a.landmarks[k][None], a.boxes[k][None], frame.width, frame.height)[0])
+        box = _grow(_region(a.landmarks[k], a.crop_boxes[k], frame, settings, face), fixes, a,
+                    k, frame, settings)
+        # An edited outline stands in for the parsing mask, as for a landmark mask.
+        base = None if face is None or fixes.outline is not None \
+            else self._parsed(frame, face, box)
+        return _blend(frame, self._generated(frame, k, box), a, k, settings, fixes, base)
+
+    def _parsed(self, frame: Frame, face: tuple[int, int, int, int],
+                box: tuple[int, int, int, int]) -> np.ndarray:
+        """The face-parsing mask of ``frame`` in ``box``, kept with the generated crops."""
+        key = (frame.index, box)
+        with self._lock:
+            cached = self._masks.get(key)
+            if cached is not None:
+                return cached
+        mask = self._parser.mask(frame, face, box)
+        with self._lock:
+            self._masks[key] = mask
+            while len(self._masks) > CROP_CACHE:
+                self._masks.popitem(last=False)
+        return mask
 
     def _generated(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
         with self._lock:
@@ -199,7 +225,8 @@ class SyncSession:
                            dub_audio=features_from_samples(inputs.dub_samples, dub_times),
                            edit=self.edit, train=inputs.train, fps=a.fps,
                            openness_gain=curves.openness_gain.values(indices, s.openness_gain),
-                           dub_times=dub_times, stabilizer=s.stabilizer, warn=warn)
+                           dub_times=dub_times, dub_samples=inputs.dub_samples,
+                           stabilizer=s.stabilizer, warn=warn)
 
     def _note(self, note: str) -> None:
         if note not in self.notes:  # a re-plan says again what the first plan said
@@ -210,7 +237,11 @@ class SyncSession:
             self._generator.close()
             self._generator = None
         self._restorer.close()
+        if self._parser is not None:
+            self._parser.close()
+            self._parser = None
         self._crops.clear()
+        self._masks.clear()
 
     def __enter__(self) -> SyncSession:
         return self
@@ -244,6 +275,8 @@ def prepare_sync(video: str | os.PathLike, dub: str | os.PathLike, *, dub_offset
     session = SyncSession(video, dub, dub_offset, edit_ranges, settings,
                           corrections.copy() if corrections else Corrections(), [])
     session._restorer, session.duration = restorer, duration
+    if settings.mask.kind == "parsing":
+        session._parser = FaceParser()
     notes = session.notes
     # The analysis covers the edits and the footage to learn from (the whole clip by default).
     learn = settings.train_range or (0.0, duration)
@@ -382,12 +415,16 @@ def _groups(ranges: list[tuple[float, float]], settings: SyncSettings,
 
 
 def _region(landmarks: np.ndarray, crop_box: np.ndarray, frame: Frame,
-            settings: SyncSettings) -> tuple[int, int, int, int]:
-    """The part of the face crop an edit can touch: the mask's outline with room to move.
+            settings: SyncSettings,
+            face: tuple[int, int, int, int] | None = None) -> tuple[int, int, int, int]:
+    """The part of the face crop an edit can touch: the mask's outline with room to move
+    (with ``face``, MuseTalk's face box, the parsing mask's extent too).
 
     Working on this box rather than the whole face crop saves most of the per-frame cost.
     """
     poly = landmark_polygon(landmarks, settings.mask.kind)
+    if face is not None:
+        poly = np.concatenate([poly, np.reshape(mask_extent(face), (2, 2))])
     # Room for the soft edge, and for a chin that drops lower than the original's.
     pad = (max(settings.mask.dilation, 0.0) + settings.mask.feather + 0.3) * face_scale(landmarks)
     lo = np.maximum(poly.min(0) - pad, crop_box[:2])
@@ -396,20 +433,21 @@ def _region(landmarks: np.ndarray, crop_box: np.ndarray, frame: Frame,
 
 
 def _blend(frame: Frame, gen, analysis, k: int, settings: SyncSettings,
-           fixes: FrameEdits | None = None) -> Frame:
+           fixes: FrameEdits | None = None, base: np.ndarray | None = None) -> Frame:
     x0, y0, x1, y1 = gen.box
     original = frame.rgb_region(x0, y0, x1, y1)
     fixes = fixes or NO_EDITS
     # The generated mouth's outline joins the target's (a chin that drops lower), and so does
     # the neck under the target's chin where the generated chin is higher, unless the outline
-    # was edited: that is the user's word on where the mouth may change.
+    # was edited: that is the user's word on where the mouth may change. A parsing mask
+    # (``base``) is the target's own, as MuseTalk blends.
     generated = cover = None
-    if fixes.outline is None:
+    if fixes.outline is None and base is None:
         cover = chin_cover(analysis.landmarks[k], gen.landmarks, analysis.transforms[k], gen.box,
                            settings.mask)
         generated = np.maximum(landmark_mask(gen.landmarks, gen.box, settings.mask), cover)
     mask = frame_mask(analysis.landmarks[k], gen.box, analysis.transforms[k], settings.mask,
-                      fixes.overrides, outline=fixes.outline, union=generated)
+                      fixes.overrides, outline=fixes.outline, union=generated, base=base)
     if fixes.keep > 0:
         mask *= np.float32(1.0 - fixes.keep)
     if settings.color_match:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from engine.commands.analyze import check_target
 from engine.commands.render import (add_export_arguments, add_timeline_arguments,
@@ -32,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restore-fidelity", type=float, default=SyncSettings.restore_fidelity,
                    metavar="W", help="0..1: CodeFormer's fidelity weight, 1 keeps closest to "
                    f"the generated mouth (default: {SyncSettings.restore_fidelity})")
+    p.add_argument("--mask", default="lower_face", choices=["lower_face", "lips", "parsing"],
+                   help="where the mouth may change: the lower face or the lips from the "
+                   "landmarks, or face parsing (MuseTalk's jaw mask; downloads its model)")
     p.add_argument("--train-range", metavar="IN-OUT",
                    help="footage to learn the speaker's mouth from (default: the whole clip)")
     p.add_argument("--openness", type=float, default=1.0, help="mouth openness gain")
@@ -51,15 +55,18 @@ def run(args: argparse.Namespace) -> int:
     clock = stream.clock
     settings = SyncSettings(
         backend=args.backend, stabilizer=args.stabilizer, restorer=args.restore,
+        mask=replace(SyncSettings().mask, kind=args.mask),
         restore_strength=args.restore_strength, restore_fidelity=args.restore_fidelity,
         train_range=parse_range(args.train_range, clock) if args.train_range else None,
         openness_gain=args.openness, audio_offset_ms=args.audio_offset_ms,
         target=(check_target(Target.parse(args.target, clock), stream, args.video)
                 if args.target else None))
     def job(bar):
-        # Models come on first use, before any decoding (offline: a clear message instead).
-        ensure_models(required_models(settings), progress=lambda model_id: lambda done, total: bar(
-            model_id, done // 1000, total // 1000), offline=args.offline or None)
+        # Models come on first use, before any decoding (offline: a clear message instead);
+        # downloads count kB, a conversion from checkpoints counts networks.
+        ensure_models(required_models(settings), progress=lambda stage: lambda done, total: bar(
+            stage, *((done, total) if stage.startswith("convert ") else
+                     (done // 1000, total // 1000))), offline=args.offline or None)
         return sync(args.video, args.audio, export, dub_offset=offset,
                     ranges=ranges, settings=settings, progress=bar)
 
