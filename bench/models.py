@@ -4,7 +4,7 @@ Full-size architectures with random weights (the speed of a network does not dep
 weights), exported once to ``bench/.cache/`` (needs the ``export`` extra, torch), run through
 the engine's own sessions on the CPU and on every GPU provider the installed onnxruntime has::
 
-    .venv/bin/python -m bench.models [--seconds 3] [--batches 1,8,32]
+    .venv/bin/python -m bench.models [--seconds 3] [--batches 1,8,16] [--stages musetalk]
 
 Each stage is one function in ``STAGES`` taking the :class:`Bench` and yielding :class:`Row`s;
 adding a model means adding a function.
@@ -83,6 +83,42 @@ def wav2lip_generator(bench: Bench) -> Iterator[Row]:
                     "target": rng.uniform(0, 1, (batch, 6, 96, 96)).astype(np.float32)}
             yield Row("generator", "wav2lip_96", session.providers[0], batch,
                       bench.fps(lambda: session.run(feed), batch), note)
+
+
+def musetalk_generator(bench: Bench) -> Iterator[Row]:
+    """MuseTalk v1.5 at full size, per frame: the VAE encoder on the masked and the whole
+    256x256 crop, the UNet once and the VAE decoder (the Whisper encoder runs once per 30 s of
+    dub, not per frame: its own row). fp32 on the CPU, the fp16 files on GPU providers."""
+    try:
+        models = _musetalk_models(CACHE / "musetalk")
+    except ModuleNotFoundError as exc:
+        yield Row("generator", "musetalk_v15", "-", 0, float("nan"),
+                  f"{exc.name} missing: pip install -e '.[export]' to build the models")
+        return
+    rng = np.random.default_rng(4)
+    for provider in bench.providers():
+        suffix = "" if provider == CPU else "_fp16"
+        encoder, unet, decoder = (bench.session(models[f"musetalk_{name}{suffix}"],
+                                                f"MuseTalk {name} benchmark model", provider)
+                                  for name in ("vae_encoder", "unet_v15", "vae_decoder"))
+        note = encoder.fallback or unet.fallback or decoder.fallback or ""
+        for batch in bench.batches:
+            crops = rng.uniform(-1, 1, (2 * batch, 3, 256, 256)).astype(np.float32)
+            audio = rng.normal(0, 1, (batch, 50, 384)).astype(np.float32)
+
+            def step() -> None:
+                latents = encoder.run({"image": crops})[0]
+                both = np.concatenate([latents[:batch], latents[batch:]], axis=1)
+                decoder.run({"latents": unet.run({"latents": both, "audio": audio})[0]})
+            yield Row("generator", "musetalk_v15" + suffix, unet.providers[0], batch,
+                      bench.fps(step, batch), note)
+        whisper = bench.session(models["musetalk_whisper_encoder" + suffix],
+                                "Whisper benchmark model", provider)
+        mel = rng.normal(0, 1, (1, 80, 3000)).astype(np.float32)
+        # frames/s here: video frames (25 fps) of dub encoded per second, 30 s per run
+        yield Row("audio", "whisper_tiny" + suffix, whisper.providers[0], 1,
+                  bench.fps(lambda: whisper.run({"input_features": mel}), 750),
+                  "30 s of dub per run, counted as 750 frames at 25 fps")
 
 
 def geometric_stabilizer(bench: Bench) -> Iterator[Row]:
@@ -165,7 +201,8 @@ def restorer_around_model(bench: Bench) -> Iterator[Row]:
               f"1080p frame, {x1 - x0}x{y1 - y0} mouth region")
 
 
-STAGES: list[Callable[[Bench], Iterable[Row]]] = [wav2lip_generator, geometric_stabilizer,
+STAGES: list[Callable[[Bench], Iterable[Row]]] = [wav2lip_generator, musetalk_generator,
+                                                  geometric_stabilizer,
                                                   gfpgan_restorer, restorer_around_model]
 
 
@@ -178,6 +215,28 @@ def _export_random_wav2lip(path: Path) -> None:
     torch.manual_seed(0)
     print(f"exporting a random full-size Wav2Lip to {path} ...", flush=True)
     export(Wav2Lip().eval(), path)
+
+
+def _musetalk_models(folder: Path) -> dict[str, Path]:
+    """Full-size MuseTalk ONNX files (fp32 and fp16) from random official-format checkpoints,
+    made once: model id -> file."""
+    ids = [f"musetalk_{name}{suffix}" for name in ("whisper_encoder", "vae_encoder",
+                                                   "vae_decoder", "unet_v15")
+           for suffix in ("", "_fp16")]
+    paths = {model_id: folder / f"{model_id}.onnx" for model_id in ids}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    import torch  # noqa: F401  (the export extra: ModuleNotFoundError names what is missing)
+
+    from installer.export_musetalk import convert
+    from tests.musetalk_factory import write_official_checkpoints
+
+    print(f"exporting a random full-size MuseTalk to {folder} (minutes) ...", flush=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
+        checkpoints = write_official_checkpoints(Path(tmp), tiny=False)
+        (checkpoints / "face-parse-bisent" / "79999_iter.pth").unlink()  # not per frame
+        convert(checkpoints, folder, versions=("v15",), fp16=True)
+    return paths
 
 
 def _export_random_gfpgan(path: Path) -> None:
@@ -219,14 +278,19 @@ def _identity_restorer(path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per figure")
-    parser.add_argument("--batches", default="1,8,32", help="batch sizes (comma-separated)")
+    parser.add_argument("--batches", default="1,8,16", help="batch sizes (comma-separated)")
+    parser.add_argument("--stages", default="",
+                        help="only the stages whose name contains one of these (comma-separated)")
     args = parser.parse_args(argv)
+    wanted = [w for w in args.stages.split(",") if w]
     bench = Bench(seconds=args.seconds,
                   batches=tuple(int(b) for b in args.batches.split(",") if b))
     if len(bench.providers()) == 1:
         print("no GPU provider: onnxruntime offers only the CPU here")
     print(f"{'stage':<11} {'model':<12} {'provider':<26} {'batch':>5} {'frames/s':>9}")
     for stage in STAGES:
+        if wanted and not any(w in stage.__name__ for w in wanted):
+            continue
         for row in stage(bench):
             print(f"{row.stage:<11} {row.model:<12} {row.provider:<26} {row.batch:>5} "
                   f"{row.fps:>9.1f}" + (f"  ({row.note})" if row.note else ""), flush=True)
