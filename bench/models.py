@@ -232,6 +232,7 @@ def _musetalk_models(folder: Path) -> dict[str, Path]:
     from tests.musetalk_factory import write_official_checkpoints
 
     print(f"exporting a random full-size MuseTalk to {folder} (minutes) ...", flush=True)
+    folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent) as tmp:
         checkpoints = write_official_checkpoints(Path(tmp), tiny=False)
         (checkpoints / "face-parse-bisent" / "79999_iter.pth").unlink()  # not per frame

@@ -36,7 +36,9 @@ STD = np.array([0.229, 0.224, 0.225], np.float32)
 # CelebAMask-HQ classes of the face-parsing model.
 SKIN, NOSE = 1, 10
 MOUTH = (11, 12, 13)  # inside of the mouth, upper lip, lower lip
-CHEEK_WIDTH = 80  # columns further than this from the middle are cheeks (at 512 px)
+# Columns further than this from the middle are cheeks (at 512 px): 90 as every v1.5 entry
+# point passes it (inference.py's --left/right_cheek_width), not FaceParsing's default 80.
+CHEEK_WIDTH = 90
 
 Box = tuple[int, int, int, int]
 

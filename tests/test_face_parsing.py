@@ -99,13 +99,13 @@ def test_skin_grows_up_and_sideways_and_a_little_down_in_a_point():
 
 def test_cheeks_are_thinned_sideways_and_the_middle_is_not():
     mask = jaw_mask(_labels((SKIN, slice(200, 300), slice(60, 452)))) > 0
-    # Columns up to 176 and from 336 are cheeks: the grown edge (50, 461) comes in by two
+    # Columns up to 166 and from 346 are cheeks: the grown edge (50, 461) comes in by two
     # erosions of a 35x3 ellipse (17 columns each), and the top and bottom by one row each.
     assert np.flatnonzero(mask[250])[[0, -1]].tolist() == [84, 427]
-    assert np.flatnonzero(mask[:, 176])[[0, -1]].tolist() == [186, 303]
-    assert np.flatnonzero(mask[:, 177])[[0, -1]].tolist() == [184, 305]
-    assert np.flatnonzero(mask[:, 336])[[0, -1]].tolist() == [186, 303]
-    assert np.flatnonzero(mask[:, 335])[[0, -1]].tolist() == [184, 305]
+    assert np.flatnonzero(mask[:, 166])[[0, -1]].tolist() == [186, 303]
+    assert np.flatnonzero(mask[:, 167])[[0, -1]].tolist() == [184, 305]
+    assert np.flatnonzero(mask[:, 346])[[0, -1]].tolist() == [186, 303]
+    assert np.flatnonzero(mask[:, 345])[[0, -1]].tolist() == [184, 305]
 
 
 def test_nose_is_left_out_and_lips_and_mouth_come_in_whatever_the_skin():
