@@ -21,8 +21,6 @@ frame.
 """
 from __future__ import annotations
 
-import threading
-from collections import deque
 
 import cv2
 import numpy as np
@@ -30,6 +28,7 @@ import numpy as np
 from engine.audio.windows import mel_windows
 from engine.errors import RedubError
 from engine.lipsync.backend import Generated, SyncContext
+from engine.lipsync.batches import BatchGrid
 from engine.media.frame import Frame
 from engine.media.reader import VideoReader
 from engine.models.manifest import ModelEntry, get_entry
@@ -41,7 +40,6 @@ MODEL_ID = "edtalk_256"
 ALIGN_SIZE = 512  # FaceFusion aligns at 512, then resizes to the model's size
 WINDOW_LEAD = 2 / 25  # s: EDTalk's inference starts frame i's window at frame i - 2 (25 fps)
 DEFAULT_WEIGHT = 0.5  # FaceFusion's default lip-syncer weight
-_KEPT_BATCHES = 3  # render threads work on neighbouring frames that may straddle batches
 
 
 class EDTalkGenerator:
@@ -60,11 +58,8 @@ class EDTalkGenerator:
         self.session: ModelSession | None = None
         self._reader: VideoReader | None = None
         self._analysis = None
-        self._lock = threading.Lock()
-        # Outputs of the last few batches by analysed frame; read without the lock (a dict
-        # lookup is atomic), written under it.
-        self._ready: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._batches: deque[list[int]] = deque()
+        # The model's face (RGB uint8) per analysed frame and its frame-to-face matrix.
+        self._grid: BatchGrid[tuple[np.ndarray, np.ndarray]] = BatchGrid(self._run)
 
     def prepare(self, ctx: SyncContext) -> None:
         entry = get_entry(MODEL_ID)
@@ -78,15 +73,14 @@ class EDTalkGenerator:
         self._analysis = ctx.analysis
         times = ctx.analysis.times if ctx.dub_times is None else ctx.dub_times
         self._windows = mel_windows(ctx.dub_audio.mel, np.asarray(times) - WINDOW_LEAD)
-        self._targets = np.flatnonzero(ctx.edit & ctx.analysis.found)
         if self._reader is None:
             self._reader = VideoReader(ctx.video, cache_bytes=self.cache_bytes)
-        with self._lock:  # a re-plan: new windows, so no stale faces
-            self._ready.clear()
-            self._batches.clear()
+        with self._grid.lock:  # a re-plan: new windows, so no stale faces
+            self._grid.reset(np.flatnonzero(ctx.edit & ctx.analysis.found), self.batch,
+                             ctx.analysis.start, ctx.analysis.source)
 
     def generate(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
-        face, matrix = self._output(k)
+        face, matrix = self._grid.get(k)
         x0, y0, x1, y1 = box
         picture, cover = from_aligned(face.astype(np.float32), matrix, box)
         original = frame.rgb_region(x0, y0, x1, y1).astype(np.float32)
@@ -99,30 +93,7 @@ class EDTalkGenerator:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        self._ready.clear()
-        self._batches.clear()
-
-    def _output(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The model's face (RGB uint8) for analysed frame ``k`` and its frame-to-face matrix."""
-        hit = self._ready.get(k)
-        if hit is not None:
-            return hit
-        with self._lock:
-            if k not in self._ready:
-                at = int(np.searchsorted(self._targets, k))
-                if at == len(self._targets) or self._targets[at] != k:
-                    raise RedubError(f"frame {self._analysis.start + k} was not prepared for "
-                                     "lip sync", self._analysis.source)
-                # Batches on a fixed grid: the same frames always run together, whichever
-                # render thread asks first (no repeated work, identical results every run).
-                first = at - at % self.batch
-                outputs = self._run(self._targets[first:first + self.batch])
-                self._ready.update(outputs)
-                self._batches.append(list(outputs))
-                while len(self._batches) > _KEPT_BATCHES:
-                    for old in self._batches.popleft():
-                        self._ready.pop(old, None)
-            return self._ready[k]
+        self._grid.clear()
 
     def _run(self, chunk: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         a = self._analysis

@@ -21,8 +21,6 @@ first, and no batch runs twice while it is kept.
 """
 from __future__ import annotations
 
-import threading
-from collections import deque
 
 import cv2
 import numpy as np
@@ -30,6 +28,7 @@ import numpy as np
 from engine.audio.whisper import ENCODER_STEPS, WhisperFeatures
 from engine.errors import RedubError, UsageError
 from engine.lipsync.backend import Generated, SyncContext
+from engine.lipsync.batches import BatchGrid
 from engine.media.frame import Frame
 from engine.media.reader import VideoReader
 from engine.models.manifest import get_entry
@@ -38,9 +37,12 @@ from engine.models.store import model_path, model_state
 
 SIZE = 256  # the VAE's picture side; latents are SIZE / 8
 EXTRA_MARGIN = {"v15": 10, "v10": 0}  # pixels added under the chin (v1.5's extra_margin)
+# Frames per model run. On the CPU, onnxruntime's memory arena keeps every batch's peak: the
+# full-size fp32 networks held 14.5 GB at batch 8 against 6.8 GB at batch 2, which took 1.4x
+# as long (16 frames, 2 cores): a 16 GB machine must not swap. A GPU wants large batches.
+CPU_BATCH, GPU_BATCH = 2, 16
 WHISPER, VAE_ENCODER, VAE_DECODER = ("musetalk_whisper_encoder", "musetalk_vae_encoder",
                                      "musetalk_vae_decoder")
-_KEPT_BATCHES = 3  # render threads work on neighbouring frames that may straddle batches
 
 
 def crop_boxes(landmarks: np.ndarray, face_boxes: np.ndarray, width: int, height: int,
@@ -92,10 +94,12 @@ def face_pixels(images: np.ndarray) -> np.ndarray:
 class MuseTalkGenerator:
     name = "musetalk"
 
-    def __init__(self, version: str = "v15", batch: int = 8,
+    def __init__(self, version: str = "v15", batch: int | None = None,
                  providers: list[str] | None = None, cache_bytes: int = 64 << 20) -> None:
         if version not in EXTRA_MARGIN:
             raise UsageError(f"unknown MuseTalk version '{version}' (known: v15, v10)")
+        if batch is None:
+            batch = CPU_BATCH if provider_order(providers)[0][0] == CPU else GPU_BATCH
         if batch < 1:
             raise ValueError("batch must be at least 1")
         self.version = version
@@ -107,11 +111,9 @@ class MuseTalkGenerator:
         self._analysis = None
         self._features: WhisperFeatures | None = None
         self._dub: np.ndarray | None = None  # the samples _features encodes
-        self._lock = threading.Lock()
-        # Faces of the last few batches by analysed frame (crop box, RGB at the box's size);
-        # read without the lock (a dict lookup is atomic), written under it.
-        self._ready: dict[int, tuple[tuple[int, int, int, int], np.ndarray]] = {}
-        self._batches: deque[list[int]] = deque()
+        # Faces per analysed frame (crop box, RGB at the box's size).
+        self._grid: BatchGrid[tuple[tuple[int, int, int, int], np.ndarray]] = \
+            BatchGrid(self._run)
 
     def prepare(self, ctx: SyncContext) -> None:
         if ctx.dub_samples is None:
@@ -121,9 +123,9 @@ class MuseTalkGenerator:
             if model not in self.sessions:
                 self.sessions[model] = self._session(model, ctx)
         a = ctx.analysis
-        with self._lock:
+        targets = np.flatnonzero(ctx.edit & a.found)
+        with self._grid.lock:
             self._analysis = a
-            self._targets = np.flatnonzero(ctx.edit & a.found)
             self._times = np.asarray(a.times if ctx.dub_times is None else ctx.dub_times,
                                      np.float64)
             self._boxes = crop_boxes(a.landmarks, a.boxes, a.width, a.height,
@@ -135,14 +137,13 @@ class MuseTalkGenerator:
                 self._features = WhisperFeatures(ctx.dub_samples, self._encode,
                                                  batch=self.batch)
                 self._dub = ctx.dub_samples
-            self._features.load(self._times[self._targets])
-            self._ready.clear()
-            self._batches.clear()
+            self._features.load(self._times[targets])
+            self._grid.reset(targets, self.batch, a.start, a.source)
         if self._reader is None:
             self._reader = VideoReader(ctx.video, cache_bytes=self.cache_bytes)
 
     def generate(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
-        (fx0, fy0, fx1, fy1), face = self._output(k)
+        (fx0, fy0, fx1, fy1), face = self._grid.get(k)
         x0, y0, x1, y1 = box
         image = np.array(frame.rgb_region(x0, y0, x1, y1))
         # The face where MuseTalk's crop box lies; region pixels outside it keep the frame's.
@@ -156,8 +157,7 @@ class MuseTalkGenerator:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        self._ready.clear()
-        self._batches.clear()
+        self._grid.clear()
         self._features = self._dub = None
 
     def _session(self, model: str, ctx: SyncContext) -> ModelSession:
@@ -181,26 +181,6 @@ class MuseTalkGenerator:
             raise RedubError(f"the Whisper encoder gave hidden states of shape {hidden.shape}, "
                              f"not (B, {ENCODER_STEPS}, L, D)", session.path)
         return hidden
-
-    def _output(self, k: int) -> tuple[tuple[int, int, int, int], np.ndarray]:
-        hit = self._ready.get(k)
-        if hit is not None:
-            return hit
-        with self._lock:
-            if k not in self._ready:
-                at = int(np.searchsorted(self._targets, k))
-                if at == len(self._targets) or self._targets[at] != k:
-                    raise RedubError(f"frame {self._analysis.start + k} was not prepared for "
-                                     "lip sync", self._analysis.source)
-                # Batches on a fixed grid: the same frames always run together.
-                first = at - at % self.batch
-                outputs = self._run(self._targets[first:first + self.batch])
-                self._ready.update(outputs)
-                self._batches.append(list(outputs))
-                while len(self._batches) > _KEPT_BATCHES:
-                    for old in self._batches.popleft():
-                        self._ready.pop(old, None)
-            return self._ready[k]
 
     def _run(self, chunk: np.ndarray) -> dict[int, tuple[tuple[int, int, int, int], np.ndarray]]:
         start = self._analysis.start

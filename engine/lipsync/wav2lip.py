@@ -16,14 +16,12 @@ multi-band blending.
 """
 from __future__ import annotations
 
-import threading
-from collections import deque
-
 import cv2
 import numpy as np
 
 from engine.errors import RedubError
 from engine.lipsync.backend import Generated, SyncContext
+from engine.lipsync.batches import BatchGrid
 from engine.media.frame import Frame
 from engine.media.reader import VideoReader
 from engine.models.manifest import ModelEntry, get_entry
@@ -34,7 +32,6 @@ from engine.stabilize.backend import Framing, Stabilizer, create_stabilizer
 # Wav2Lip's face box: brows to below the chin, the nose tip on the middle row (the lower half,
 # which the model redraws, starts there), in canonical face units (engine.face.geometry).
 FRAMING = Framing(centre=(0.5, 0.66), side=0.88, size=96)
-_KEPT_BATCHES = 3  # render threads work on neighbouring frames that may straddle batches
 
 
 class Wav2LipGenerator:
@@ -52,11 +49,8 @@ class Wav2LipGenerator:
         self._stabilizer: Stabilizer | None = None
         self._reader: VideoReader | None = None
         self._analysis = None
-        self._lock = threading.Lock()
-        # Outputs of the last few batches by analysed frame; read without the lock (a dict
-        # lookup is atomic), written under it.
-        self._ready: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        self._batches: deque[list[int]] = deque()
+        # The model's face (RGB uint8) per analysed frame and its frame-to-crop matrix.
+        self._grid: BatchGrid[tuple[np.ndarray, np.ndarray]] = BatchGrid(self._run)
 
     def prepare(self, ctx: SyncContext) -> None:
         entry = get_entry(self.model_id)
@@ -70,13 +64,15 @@ class Wav2LipGenerator:
         self._framing = FRAMING.with_size(self._size)
         self._analysis = ctx.analysis
         self._windows = ctx.dub_audio.windows
-        self._targets = np.flatnonzero(ctx.edit & ctx.analysis.found)
+        with self._grid.lock:
+            self._grid.reset(np.flatnonzero(ctx.edit & ctx.analysis.found), self.batch,
+                             ctx.analysis.start, ctx.analysis.source)
         self._stabilizer = create_stabilizer(ctx.stabilizer)
         self._stabilizer.prepare(ctx.analysis)
         self._reader = VideoReader(ctx.video, cache_bytes=self.cache_bytes)
 
     def generate(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
-        face, matrix = self._output(k)
+        face, matrix = self._grid.get(k)
         x0, y0, x1, y1 = box
         # Crop pixels -> box pixels; box pixels the crop does not cover keep the frame's.
         back = cv2.invertAffineTransform(matrix)
@@ -93,30 +89,7 @@ class Wav2LipGenerator:
         if self._stabilizer is not None:
             self._stabilizer.close()
             self._stabilizer = None
-        self._ready.clear()
-        self._batches.clear()
-
-    def _output(self, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The model's face (RGB uint8) for analysed frame ``k`` and its frame-to-crop matrix."""
-        hit = self._ready.get(k)
-        if hit is not None:
-            return hit
-        with self._lock:
-            if k not in self._ready:
-                at = int(np.searchsorted(self._targets, k))
-                if at == len(self._targets) or self._targets[at] != k:
-                    raise RedubError(f"frame {self._analysis.start + k} was not prepared for "
-                                     "lip sync", self._analysis.source)
-                # Batches on a fixed grid: the same frames always run together, whichever
-                # render thread asks first (no repeated work, identical results every run).
-                first = at - at % self.batch
-                outputs = self._run(self._targets[first:first + self.batch])
-                self._ready.update(outputs)
-                self._batches.append(list(outputs))
-                while len(self._batches) > _KEPT_BATCHES:
-                    for old in self._batches.popleft():
-                        self._ready.pop(old, None)
-            return self._ready[k]
+        self._grid.clear()
 
     def _run(self, chunk: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         start = self._analysis.start
