@@ -20,20 +20,19 @@ import contextlib
 import hashlib
 import io
 import json
-import logging
 import os
 import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from engine.errors import RedubError
-from installer.onnx_export import (external_data_path, onnx_difference, read_checkpoint,
-                                   state_mismatch)
+from installer.onnx_export import (external_data_path, onnx_difference, quiet_logger,
+                                   read_checkpoint, state_mismatch)
 
 VERSIONS = ("v15", "v10")
 UNET_FILES = {"v15": ("musetalkV15/musetalk.json", "musetalkV15/unet.pth"),
@@ -322,7 +321,7 @@ def _export_onnx(module, network: _Network, path: Path) -> None:
                   for t in (*module.parameters(), *module.buffers()))
     # The exporter narrates every step and warns about optional packages: keep it quiet.
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-            warnings.catch_warnings(), _quiet("torch.onnx"):
+            warnings.catch_warnings(), quiet_logger("torch.onnx"):
         warnings.simplefilter("ignore")
         try:
             program = torch.onnx.export(module, tuple(example), input_names=list(network.inputs),
@@ -361,7 +360,7 @@ def _to_fp16(src: Path, dst: Path) -> None:
     onnx.shape_inference.infer_shapes_path(os.fspath(src), os.fspath(inferred))
     model = onnx.load(inferred)
     inferred.unlink()
-    with _quiet("onnxruntime.transformers"), warnings.catch_warnings():
+    with quiet_logger("onnxruntime.transformers"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
         del model
@@ -461,19 +460,6 @@ def _load_strict(model, state: dict, path: Path, what: str) -> None:
         raise RedubError(f"not {what}: {problem}", path)
     model.load_state_dict(state, strict=True)
 
-
-@contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-# --- command line -----------------------------------------------------------------------------
 
 def write_sums(out: Path, files: Sequence[Path]) -> Path:
     """``out/SHA256SUMS``: one line per file, ``<sha256>  <size in bytes>  <name>``."""

@@ -14,19 +14,19 @@ from __future__ import annotations
 
 import contextlib
 import io
-import logging
 import os
 import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from engine.errors import RedubError
 from installer.onnx_export import (exporter_parser, kept_if_faithful, onnx_difference,
-                                   read_checkpoint, save_single_file)
+                                   quiet_logger, read_checkpoint, save_single_file,
+                                   state_mismatch)
 
 INPUT_NAMES = ("source", "target")
 OUTPUT_NAME = "output"
@@ -51,7 +51,7 @@ def load_checkpoint(path: str | os.PathLike):
         model.load_state_dict(state, strict=True)
     except RuntimeError:
         raise RedubError("not the 96x96 Wav2Lip architecture: "
-                         f"{_mismatch(model.state_dict(), state)}", path) from None
+                         f"{state_mismatch(model.state_dict(), state)}", path) from None
     return model.eval()
 
 
@@ -76,7 +76,7 @@ def export(model, out: str | os.PathLike, opset: int = DEFAULT_OPSET) -> Path:
         # The exporter narrates every step and warns about optional packages: keep it quiet.
         with contextlib.redirect_stdout(io.StringIO()), \
                 contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings(), \
-                _quiet("torch.onnx"):
+                quiet_logger("torch.onnx"):
             warnings.simplefilter("ignore")
             try:
                 torch.onnx.export(model, example, raw, **names, **how)
@@ -121,35 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{out}: {out.stat().st_size / 1e6:.1f} MB, opset {args.opset}, "
           f"torch/onnxruntime max difference {diff:.2e}")
     return 0
-
-
-def _mismatch(expected: dict, got: dict) -> str:
-    """What differs between the architecture's parameters and the checkpoint's."""
-    missing = sorted(set(expected) - set(got))
-    unexpected = sorted(set(got) - set(expected))
-    if missing or unexpected:
-        return "; ".join(part for part in (f"missing {_few(missing)}" if missing else "",
-                                           f"unexpected {_few(unexpected)}" if unexpected else "")
-                         if part)
-    return "shape of " + _few([f"{k} {tuple(got[k].shape)}, expected {tuple(v.shape)}"
-                               for k, v in expected.items()
-                               if tuple(got[k].shape) != tuple(v.shape)])
-
-
-@contextlib.contextmanager
-def _quiet(logger_name: str) -> Iterator[None]:
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _few(names: list[str], shown: int = 3) -> str:
-    more = f" (+{len(names) - shown} more)" if len(names) > shown else ""
-    return ", ".join(names[:shown]) + more
 
 
 if __name__ == "__main__":

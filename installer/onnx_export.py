@@ -3,9 +3,11 @@ export only when onnxruntime gives what torch gave on the same inputs."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
@@ -76,6 +78,18 @@ def state_mismatch(expected: Mapping[str, Any], got: Mapping[str, Any]) -> str |
             return (f"{what} key {key}{detail}"
                     + (f" (and {more} more differences)" if more else ""))
     return None
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str) -> Iterator[None]:
+    """Only errors from logger ``name`` (torch's exporter and diffusers chatter) meanwhile."""
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def read_checkpoint(path: str | os.PathLike):

@@ -2,27 +2,23 @@
 edtalk` end to end with a random model in that contract."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import cv2
 import numpy as np
 import pytest
 
-from engine.audio import SAMPLE_RATE, features_from_samples
 from engine.audio.windows import mel_windows
 from engine.cli import main
 from engine.face.analysis import analyze_range
-from engine.lipsync.backend import SyncContext, create_generator
+from engine.lipsync.backend import create_generator
 from engine.lipsync.edtalk import WINDOW_LEAD
 from engine.mask import MaskSettings, landmark_mask
-from engine.media.audio import read_audio
 from engine.media.frame import planes_from_av
 from engine.media.probe import probe
-from engine.media.reader import VideoReader
 from engine.models.session import clear_sessions
 from engine.models.store import ModelMissingError, import_model
 from engine.pipeline import SyncSettings
 from tests.conftest import shared_clip
+from tests.generator_harness import generated, sync_context
 from tests.face_clip import write_face_clip
 from tests.media_factory import decode_all
 
@@ -102,29 +98,9 @@ def _random_model(path):
     return path
 
 
-def _context(clip, dub) -> SyncContext:
-    analysis = analyze_range(clip)
-    samples = read_audio(dub, rate=SAMPLE_RATE, channels=1).samples
-    edit = (analysis.times >= RANGE[0]) & (analysis.times < RANGE[1])
-    return SyncContext(video=str(clip), analysis=analysis, source_audio=None,
-                       dub_audio=features_from_samples(samples, analysis.times), edit=edit,
-                       train=np.ones(len(analysis), bool), fps=analysis.fps)
-
-
-def _generated(generator, ctx, ks, threads=1):
-    def one(k):
-        frame = reader.frame(ctx.analysis.start + k)
-        x0, y0, x1, y1 = ctx.analysis.crop_boxes[k]
-        box = tuple(int(v) // 2 * 2 for v in (x0, y0, x1, y1))
-        return frame, generator.generate(frame, k, box)
-
-    with VideoReader(ctx.video) as reader, ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(one, ks))
-
-
 def test_model_gets_the_aligned_rgb_face_the_centred_mel_window_and_the_weight(
         tmp_path, clip, dub, monkeypatch):
-    ctx = _context(clip, dub)
+    ctx = sync_context(clip, dub, RANGE)
     ks = np.flatnonzero(ctx.edit & ctx.analysis.found)
     assert len(ks) == 15
     import_model(_identity_model(tmp_path / "identity.onnx"), "edtalk_256")
@@ -135,7 +111,7 @@ def test_model_gets_the_aligned_rgb_face_the_centred_mel_window_and_the_weight(
     monkeypatch.setattr(generator.session, "run", lambda feed: calls.append(
         {k: np.array(v) for k, v in feed.items()}) or run(feed))
     try:
-        results = _generated(generator, ctx, ks, threads=2)
+        results = generated(generator, ctx, ks, threads=2)
     finally:
         generator.close()
     # Four batches of up to 4 frames on a fixed grid, whichever thread asked first.
@@ -170,7 +146,7 @@ def test_model_gets_the_aligned_rgb_face_the_centred_mel_window_and_the_weight(
 
 
 def test_a_model_with_batch_one_runs_frame_by_frame(tmp_path, clip, dub, monkeypatch):
-    ctx = _context(clip, dub)
+    ctx = sync_context(clip, dub, RANGE)
     ks = np.flatnonzero(ctx.edit & ctx.analysis.found)
     import_model(_identity_model(tmp_path / "one.onnx", fixed_batch=True), "edtalk_256")
     generator = create_generator("edtalk", batch=8)
@@ -180,7 +156,7 @@ def test_a_model_with_batch_one_runs_frame_by_frame(tmp_path, clip, dub, monkeyp
     monkeypatch.setattr(generator.session, "run",
                         lambda feed: sizes.append(len(feed["target"])) or run(feed))
     try:
-        _generated(generator, ctx, ks[:8])
+        generated(generator, ctx, ks[:8])
     finally:
         generator.close()
     assert sizes == [1] * 8
@@ -189,7 +165,7 @@ def test_a_model_with_batch_one_runs_frame_by_frame(tmp_path, clip, dub, monkeyp
 def test_a_missing_model_says_what_to_put_where(clip, dub):
     generator = create_generator("edtalk")
     with pytest.raises(ModelMissingError, match="edtalk_256.*redub models download"):
-        generator.prepare(_context(clip, dub))
+        generator.prepare(sync_context(clip, dub, RANGE))
     generator.close()
 
 

@@ -2,21 +2,19 @@
 end to end with the full architecture (random weights)."""
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import pytest
 
-from engine.audio import SAMPLE_RATE, features_from_samples
+from engine.audio import SAMPLE_RATE
 from engine.cli import main
 from engine.face.analysis import analyze_range
-from engine.lipsync.backend import SyncContext, create_generator
+from engine.lipsync.backend import create_generator
 from engine.media.audio import read_audio
 from engine.media.frame import planes_from_av
 from engine.media.probe import probe
-from engine.media.reader import VideoReader
 from engine.models.store import ModelMissingError, import_model
 from tests.conftest import shared_clip
+from tests.generator_harness import generated, sync_context
 from tests.face_clip import write_face_clip
 from tests.media_factory import decode_all
 from tests.probe_models import wav2lip_probe
@@ -46,28 +44,8 @@ def dub():
     return shared_clip("speech_radio31_16k.wav")
 
 
-def _context(clip, dub) -> SyncContext:
-    analysis = analyze_range(clip)
-    samples = read_audio(dub, rate=SAMPLE_RATE, channels=1).samples
-    edit = (analysis.times >= RANGE[0]) & (analysis.times < RANGE[1])
-    return SyncContext(video=str(clip), analysis=analysis, source_audio=None,
-                       dub_audio=features_from_samples(samples, analysis.times), edit=edit,
-                       train=np.ones(len(analysis), bool), fps=analysis.fps)
-
-
-def _generated(generator, ctx, ks, threads=1):
-    def one(k):
-        frame = reader.frame(ctx.analysis.start + k)
-        x0, y0, x1, y1 = ctx.analysis.crop_boxes[k]
-        box = tuple(int(v) // 2 * 2 for v in (x0, y0, x1, y1))
-        return frame, generator.generate(frame, k, box)
-
-    with VideoReader(ctx.video) as reader, ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(one, ks))
-
-
 def test_model_gets_the_bgr_crop_masked_and_whole_in_batches(tmp_path, clip, dub, monkeypatch):
-    ctx = _context(clip, dub)
+    ctx = sync_context(clip, dub, RANGE)
     ks = np.flatnonzero(ctx.edit & ctx.analysis.found)
     assert len(ks) == 30
     import_model(wav2lip_probe(tmp_path / "reference.onnx", 3), "wav2lip_96")
@@ -78,12 +56,12 @@ def test_model_gets_the_bgr_crop_masked_and_whole_in_batches(tmp_path, clip, dub
     monkeypatch.setattr(generator.session, "run", lambda feed: calls.append(
         {k: v.shape for k, v in feed.items()}) or run(feed))
     try:
-        results = _generated(generator, ctx, ks, threads=2)
+        results = generated(generator, ctx, ks, threads=2)
         # Frames were asked for in order from two threads: four batches of up to 8.
         assert [c["target"][0] for c in calls] == [8, 8, 8, 6]
         assert calls[0]["source"] == (8, 1, 80, 16)
         # A frame long gone from the kept batches is computed again, not held forever.
-        _generated(generator, ctx, ks[:1])
+        generated(generator, ctx, ks[:1])
         assert len(calls) == 5
     finally:
         generator.close()
@@ -100,7 +78,7 @@ def test_model_gets_the_bgr_crop_masked_and_whole_in_batches(tmp_path, clip, dub
     generator = create_generator("wav2lip", batch=4)
     generator.prepare(ctx)
     try:
-        (frame, gen), = _generated(generator, ctx, ks[10:11])
+        (frame, gen), = generated(generator, ctx, ks[10:11])
     finally:
         generator.close()
     k = ks[10]
@@ -115,7 +93,7 @@ def test_model_gets_the_bgr_crop_masked_and_whole_in_batches(tmp_path, clip, dub
 def test_a_missing_model_says_what_to_put_where(clip, dub):
     generator = create_generator("wav2lip_gan")
     with pytest.raises(ModelMissingError, match="wav2lip_gan_96.*redub models download"):
-        generator.prepare(_context(clip, dub))
+        generator.prepare(sync_context(clip, dub, RANGE))
     generator.close()
 
 

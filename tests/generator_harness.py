@@ -1,0 +1,35 @@
+"""Driving a lip generator by hand in tests: its context for a span of a clip, and its crops
+asked for as the pipeline's render threads ask."""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from engine.audio import SAMPLE_RATE, features_from_samples
+from engine.face.analysis import analyze_range
+from engine.lipsync.backend import SyncContext
+from engine.media.audio import read_audio
+from engine.media.reader import VideoReader
+
+
+def sync_context(clip, dub, span: tuple[float, float]) -> SyncContext:
+    """The whole clip analysed, frames inside ``span`` (seconds) edited, the dub from 0 s."""
+    analysis = analyze_range(clip)
+    samples = read_audio(dub, rate=SAMPLE_RATE, channels=1).samples
+    edit = (analysis.times >= span[0]) & (analysis.times < span[1])
+    return SyncContext(video=str(clip), analysis=analysis, source_audio=None,
+                       dub_audio=features_from_samples(samples, analysis.times), edit=edit,
+                       train=np.ones(len(analysis), bool), fps=analysis.fps)
+
+
+def generated(generator, ctx: SyncContext, ks, threads: int = 1) -> list:
+    """(frame, Generated) for analysed frames ``ks``, asked from ``threads`` threads."""
+    def one(k):
+        frame = reader.frame(ctx.analysis.start + k)
+        x0, y0, x1, y1 = ctx.analysis.crop_boxes[k]
+        box = tuple(int(v) // 2 * 2 for v in (x0, y0, x1, y1))
+        return frame, generator.generate(frame, k, box)
+
+    with VideoReader(ctx.video) as reader, ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(one, ks))
