@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import tempfile
 import time
 from dataclasses import dataclass
@@ -110,8 +111,10 @@ def musetalk_generator(bench: Bench) -> Iterator[Row]:
                 latents = encoder.run({"image": crops})[0]
                 both = np.concatenate([latents[:batch], latents[batch:]], axis=1)
                 decoder.run({"latents": unet.run({"latents": both, "audio": audio})[0]})
-            yield Row("generator", "musetalk_v15" + suffix, unet.providers[0], batch,
-                      bench.fps(step, batch), note)
+            fps = bench.fps(step, batch)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB -> GB
+            yield Row("generator", "musetalk_v15" + suffix, unet.providers[0], batch, fps,
+                      "; ".join(filter(None, [note, f"process peak {peak:.1f} GB so far"])))
         whisper = bench.session(models["musetalk_whisper_encoder" + suffix],
                                 "Whisper benchmark model", provider)
         mel = rng.normal(0, 1, (1, 80, 3000)).astype(np.float32)

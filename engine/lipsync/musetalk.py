@@ -37,10 +37,10 @@ from engine.models.store import model_path, model_state
 
 SIZE = 256  # the VAE's picture side; latents are SIZE / 8
 EXTRA_MARGIN = {"v15": 10, "v10": 0}  # pixels added under the chin (v1.5's extra_margin)
-# Frames per model run. On the CPU, onnxruntime's memory arena keeps every batch's peak: the
-# full-size fp32 networks held 14.5 GB at batch 8 against 6.8 GB at batch 2, which took 1.4x
-# as long (16 frames, 2 cores): a 16 GB machine must not swap. A GPU wants large batches.
-CPU_BATCH, GPU_BATCH = 2, 16
+# Frames per model run. With onnxruntime's CPU arena off (engine/models/session.py), memory
+# follows the batch: the full-size fp32 networks peak at 6.7 GB at batch 8 and 9.4 GB at 16,
+# at the same frames per second (2 cores); a GPU wants large batches.
+CPU_BATCH, GPU_BATCH = 8, 16
 WHISPER, VAE_ENCODER, VAE_DECODER = ("musetalk_whisper_encoder", "musetalk_vae_encoder",
                                      "musetalk_vae_decoder")
 
