@@ -35,7 +35,7 @@ from engine.lipsync.retrieval import even_box
 from engine.mask import (MaskSettings, chin_cover, face_scale, frame_mask, landmark_mask,
                          landmark_polygon)
 from engine.maskedit import KEEP_FADE, NO_EDITS, Corrections, FrameEdits, keep_fade
-from engine.media.audio import read_audio
+from engine.media.audio import read_audio, read_mono
 from engine.media.frame import Frame
 from engine.media.probe import probe
 from engine.models.manifest import backend_models
@@ -312,7 +312,7 @@ def prepare_sync(video: str | os.PathLike, dub: str | os.PathLike, *, dub_offset
 
     progress("audio", 0, 2)
     inputs = _AudioInputs(_source_features(video, times, info),
-                          read_audio(dub, rate=SAMPLE_RATE, channels=1).samples, train)
+                          read_mono(dub, SAMPLE_RATE), train)
     session._inputs = inputs
     generator = create_generator(settings.backend)
     dub_seconds = len(inputs.dub_samples) / SAMPLE_RATE

@@ -342,3 +342,17 @@ def test_shared_mp4_aac(name: str) -> None:
     assert np.abs(part - ref).max() < 0.02 * np.abs(ref).max()
     analysis = read_audio(path, rate=16000, channels=1)
     assert abs(analysis.frames - round(full.frames * 16000 / full.rate)) <= 1
+
+
+@pytest.mark.parametrize("name", ["speech_retalk1.wav", "speech_radio31_16k.wav"])
+def test_read_mono_gives_librosa_loads_samples(name):
+    """The dub as MuseTalk's official code reads it (librosa.load(sr=16000)), to the sample:
+    channels averaged, soxr HQ, length ceil(n * ratio)."""
+    librosa = pytest.importorskip("librosa")
+    from tests.conftest import shared_clip
+
+    path = shared_clip(name)
+    expected, _ = librosa.load(str(path), sr=16000)
+    got = audio_mod.read_mono(path, 16000)
+    assert got.shape == (len(expected), 1) and got.dtype == np.float32
+    np.testing.assert_array_equal(got[:, 0], expected)

@@ -96,6 +96,22 @@ def read_audio(
         return Audio(samples=samples, rate=stream.rate)
 
 
+def read_mono(path: str | os.PathLike, rate: int) -> np.ndarray:
+    """The whole audio of ``path`` as float32 (n, 1) at ``rate``: the channels averaged, then
+    resampled with soxr's HQ filter to ceil(n * rate / source rate) samples. That is what
+    librosa.load gives, so models trained on its output (MuseTalk's Whisper features) hear the
+    same samples."""
+    import soxr
+
+    audio = read_audio(path)
+    mono = audio.samples.mean(axis=1, dtype=np.float32)
+    if audio.rate != rate:
+        length = int(np.ceil(len(mono) * (float(rate) / audio.rate)))
+        mono = soxr.resample(mono, audio.rate, rate, quality="HQ").astype(np.float32)
+        mono = np.pad(mono[:length], (0, max(length - len(mono), 0)))
+    return mono[:, None]
+
+
 class AudioStream:
     """Sequential reader with bounded memory: decodes on demand, keeps one decoded block.
 
