@@ -22,6 +22,7 @@ from PySide6 import QtCore, QtWidgets
 from engine.lipsync.backend import GENERATORS
 from engine.mask import DILATION_RANGE, FEATHER_RANGE
 from engine.restore.backend import RESTORERS
+from engine.stabilize.backend import STABILIZERS
 from engine.project import RangeSettings
 from ui import theme
 
@@ -29,6 +30,8 @@ MASK_KINDS = ("lower_face", "lips", "parsing")
 # What the lists show for the engine's identifiers (an unknown one shows as itself).
 LABELS = {"retrieval": "Retrieval (built in)", "wav2lip": "Wav2Lip", "wav2lip_gan": "Wav2Lip GAN",
           "musetalk": "MuseTalk 1.5", "musetalk_v10": "MuseTalk 1.0", "edtalk": "EDTalk",
+          "sievesync": "SieveSync", "geometric": "Geometric (built in)",
+          "liveportrait": "LivePortrait (mouth closed)", "neural": "Neutraliser model",
           "none": "None", "gfpgan": "GFPGAN", "gpen": "GPEN", "codeformer": "CodeFormer",
           "lower_face": "Lower face", "lips": "Lips", "parsing": "Face parsing (jaw)"}
 CURVE_LANES = {"openness_gain": "Openness", "audio_offset_ms": "Mouth timing"}
@@ -48,6 +51,9 @@ class Inspector(QtWidgets.QWidget):
         self.heading = QtWidgets.QLabel("No range")
         self.heading.setStyleSheet("font-weight: bold")
         self.backend = self._combo("backend", tuple(GENERATORS))
+        self.stabilizer = self._combo("stabilizer", tuple(STABILIZERS))
+        self.stabilizer.setToolTip("The face crops neural backends draw on; LivePortrait "
+                                   "closes the mouth first, so the old one does not show through")
         self.restorer = self._combo("restorer", tuple(RESTORERS))
         self.strength = self._spin("restorer_strength", 0.0, 1.0, 0.05, 2)
         self.mask_kind = self._combo("mask_kind", MASK_KINDS)
@@ -76,6 +82,7 @@ class Inspector(QtWidgets.QWidget):
         form = QtWidgets.QFormLayout(self.form)
         form.setFieldGrowthPolicy(QtWidgets.QFormLayout.FieldGrowthPolicy.ExpandingFieldsGrow)
         form.addRow("Backend", self.backend)
+        form.addRow("Face crops", self.stabilizer)
         form.addRow("Restorer", self.restorer)
         form.addRow("Strength", self.strength)
         form.addRow("Mask", self.mask_kind)
@@ -135,8 +142,8 @@ class Inspector(QtWidgets.QWidget):
             self.heading.setText(title or ("Range" if settings else
                                            "No range: mark one with I and O"))
             s = self._shown = settings or RangeSettings()
-            for box, value in ((self.backend, s.backend), (self.restorer, s.restorer),
-                               (self.mask_kind, s.mask_kind)):
+            for box, value in ((self.backend, s.backend), (self.stabilizer, s.stabilizer),
+                               (self.restorer, s.restorer), (self.mask_kind, s.mask_kind)):
                 if box.findData(value) < 0:  # e.g. a backend this build does not list
                     box.addItem(LABELS.get(value, value), value)
                 box.setCurrentIndex(box.findData(value))

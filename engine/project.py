@@ -93,6 +93,7 @@ class RangeSettings:
     """How one range is re-synced; defaults are the engine's."""
 
     backend: str = _DEFAULTS.backend
+    stabilizer: str = _DEFAULTS.stabilizer  # face crops of the neural backends
     restorer: str = _DEFAULTS.restorer
     restorer_strength: float = _DEFAULTS.restore_strength
     mask_kind: str = _DEFAULTS.mask.kind
@@ -104,7 +105,8 @@ class RangeSettings:
 
     def to_sync_settings(self) -> SyncSettings:
         """The engine's settings."""
-        return SyncSettings(backend=self.backend, restorer=self.restorer,
+        return SyncSettings(backend=self.backend, stabilizer=self.stabilizer,
+                            restorer=self.restorer,
                             restore_strength=self.restorer_strength,
                             openness_gain=self.openness_gain,
                             audio_offset_ms=self.audio_offset_ms,
@@ -496,7 +498,7 @@ def _media_ref(d: dict[str, Any]) -> MediaRef:
 
 
 def _settings_dict(s: RangeSettings) -> dict[str, Any]:
-    return {"backend": s.backend, "restorer": s.restorer,
+    return {"backend": s.backend, "stabilizer": s.stabilizer, "restorer": s.restorer,
             "restorer_strength": s.restorer_strength, "mask_kind": s.mask_kind,
             "mask_dilation": s.mask_dilation, "mask_feather": s.mask_feather,
             "openness_gain": s.openness_gain, "audio_offset_ms": s.audio_offset_ms,
@@ -508,6 +510,7 @@ def _range_settings(d: dict[str, Any]) -> RangeSettings:
     target = d.get("target")
     return RangeSettings(
         backend=str(d.get("backend", base.backend)),
+        stabilizer=str(d.get("stabilizer", base.stabilizer)),
         restorer=str(d.get("restorer", base.restorer)),
         restorer_strength=float(d.get("restorer_strength", base.restorer_strength)),
         mask_kind=str(d.get("mask_kind", base.mask_kind)),

@@ -73,6 +73,14 @@ def test_inspector_lists_show_names_and_keep_identifiers(qtbot, window, engine, 
     qtbot.keyClick(insp.mask_kind, Qt.Key.Key_Down)  # Lower face -> Lips
     assert window.project.ranges[0].settings.mask_kind == "lips"
     assert insp.mask_kind.currentText() == "Lips"
+    # The neural backends' face crops: LivePortrait closes the mouth first.
+    stabilizers = {insp.stabilizer.itemText(i): insp.stabilizer.itemData(i)
+                   for i in range(insp.stabilizer.count())}
+    assert stabilizers["LivePortrait (mouth closed)"] == "liveportrait"
+    insp.stabilizer.setCurrentIndex(insp.stabilizer.findData("liveportrait"))
+    settings = window.project.ranges[0].settings
+    assert settings.stabilizer == "liveportrait"
+    assert settings.to_sync_settings().stabilizer == "liveportrait"
 
 
 def test_mouth_timing_is_named_apart_from_the_dub_offset(qtbot):

@@ -98,7 +98,7 @@ def test_crops_read_only_the_face_region_yet_equal_a_whole_frame_warp(clip):
 
 def test_neural_stabilizer_runs_the_manifest_model_on_the_geometric_crop(clip, tmp_path):
     analysis = analyze_range(clip)
-    with pytest.raises(UsageError, match="geometric, neural"):
+    with pytest.raises(UsageError, match="geometric, liveportrait, neural"):
         create_stabilizer("wobbly")
     neural = create_stabilizer("neural")
     with pytest.raises(ModelMissingError, match="expression_neutralizer.*import"):

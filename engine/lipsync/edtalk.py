@@ -27,6 +27,7 @@ import numpy as np
 
 from engine.audio.windows import mel_windows
 from engine.errors import RedubError
+from engine.face import geometry as geo
 from engine.lipsync.backend import Generated, SyncContext
 from engine.lipsync.batches import BatchGrid
 from engine.media.frame import Frame
@@ -35,6 +36,7 @@ from engine.models.manifest import ModelEntry, get_entry
 from engine.models.session import ModelSession, session_for
 from engine.models.store import model_path
 from engine.restore.align import ffhq_matrix, from_aligned, sampled_box, to_aligned
+from engine.stabilize.liveportrait import LivePortrait, LivePortraitStabilizer
 
 MODEL_ID = "edtalk_256"
 ALIGN_SIZE = 512  # FaceFusion aligns at 512, then resizes to the model's size
@@ -58,6 +60,7 @@ class EDTalkGenerator:
         self.session: ModelSession | None = None
         self._reader: VideoReader | None = None
         self._analysis = None
+        self._neutraliser: LivePortrait | None = None
         # The model's face (RGB uint8) per analysed frame and its frame-to-face matrix.
         self._grid: BatchGrid[tuple[np.ndarray, np.ndarray]] = BatchGrid(self._run)
 
@@ -71,6 +74,9 @@ class EDTalkGenerator:
         target = next(t for t in self.session.inputs if t.name == self._names["target"])
         self._step = 1 if target.shape and target.shape[0] == 1 else self.batch
         self._analysis = ctx.analysis
+        # EDTalk aligns its own faces; the liveportrait stabilizer's mouth closing still applies.
+        self._neutraliser = (LivePortrait(self.providers)
+                             if ctx.stabilizer == LivePortraitStabilizer.name else None)
         times = ctx.analysis.times if ctx.dub_times is None else ctx.dub_times
         self._windows = mel_windows(ctx.dub_audio.mel, np.asarray(times) - WINDOW_LEAD)
         if self._reader is None:
@@ -93,23 +99,30 @@ class EDTalkGenerator:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+        if self._neutraliser is not None:
+            self._neutraliser.close()
+            self._neutraliser = None
         self._grid.clear()
 
     def _run(self, chunk: np.ndarray) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         a = self._analysis
-        faces, matrices = [], []
+        faces, matrices, landmarks = [], [], []
         for j in chunk.tolist():
             frame = self._reader.frame(a.start + j)
             matrix = ffhq_matrix(a.keypoints[j], ALIGN_SIZE)
             x0, y0, x1, y1 = sampled_box(matrix, ALIGN_SIZE, frame.width, frame.height)
-            aligned = to_aligned(frame.rgb_region(x0, y0, x1, y1), (x0, y0), matrix, ALIGN_SIZE)
-            faces.append(cv2.resize(aligned, (self._size, self._size),
-                                    interpolation=cv2.INTER_AREA))
+            faces.append(to_aligned(frame.rgb_region(x0, y0, x1, y1), (x0, y0), matrix,
+                                    ALIGN_SIZE))
+            landmarks.append(geo.apply(matrix, a.landmarks[j][None])[0])
             # The resize maps pixel centres x -> scale * x + (scale - 1) / 2.
             scale = self._size / ALIGN_SIZE
             matrix = matrix * scale
             matrix[:, 2] += (scale - 1) / 2
             matrices.append(matrix)
+        if self._neutraliser is not None:
+            faces = self._neutraliser.neutralise(np.stack(faces), np.stack(landmarks))
+        faces = [cv2.resize(face, (self._size, self._size), interpolation=cv2.INTER_AREA)
+                 for face in faces]
         target = np.stack(faces).transpose(0, 3, 1, 2).astype(np.float32) / 255.0
         source = self._windows[chunk][:, None]
         weight = np.array([self.weight], np.float32)
