@@ -118,10 +118,7 @@ class MuseTalkGenerator:
     def prepare(self, ctx: SyncContext) -> None:
         if ctx.dub_samples is None:
             raise RedubError("MuseTalk needs the dub's samples in the lip-sync context", ctx.video)
-        models = (WHISPER, VAE_ENCODER, VAE_DECODER, f"musetalk_unet_{self.version}")
-        for model in models:
-            if model not in self.sessions:
-                self.sessions[model] = self._session(model, ctx)
+        self.open(ctx)
         a = ctx.analysis
         targets = np.flatnonzero(ctx.edit & a.found)
         with self._grid.lock:
@@ -130,14 +127,7 @@ class MuseTalkGenerator:
                                      np.float64)
             self._boxes = crop_boxes(a.landmarks, a.boxes, a.width, a.height,
                                      EXTRA_MARGIN[self.version])
-            # A re-plan (new curves) keeps the encoded dub when the dub is the same.
-            same = self._dub is not None and (self._dub is ctx.dub_samples
-                                              or np.array_equal(self._dub, ctx.dub_samples))
-            if self._features is None or not same:
-                self._features = WhisperFeatures(ctx.dub_samples, self._encode,
-                                                 batch=self.batch)
-                self._dub = ctx.dub_samples
-            self._features.load(self._times[targets])
+            self.listen(ctx.dub_samples, self._times[targets])
             self._grid.reset(targets, self.batch, a.start, a.source)
         if self._reader is None:
             self._reader = VideoReader(ctx.video, cache_bytes=self.cache_bytes)
@@ -152,6 +142,38 @@ class MuseTalkGenerator:
             image[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = face[iy0 - fy0:iy1 - fy0,
                                                                ix0 - fx0:ix1 - fx0]
         return Generated(box=box, image=image, landmarks=self._analysis.landmarks[k])
+
+    def open(self, ctx: SyncContext) -> None:
+        """Open the four networks' sessions (once; GPU fallbacks go to ``ctx.warn``)."""
+        models = (WHISPER, VAE_ENCODER, VAE_DECODER, f"musetalk_unet_{self.version}")
+        for model in models:
+            if model not in self.sessions:
+                self.sessions[model] = self._session(model, ctx)
+
+    def listen(self, samples: np.ndarray, times: np.ndarray) -> None:
+        """Hear ``samples`` (the dub, 16 kHz mono) and encode the Whisper segments that dub
+        ``times`` (seconds) fall in. A re-plan (new curves) keeps the encoded dub when the dub
+        is the same."""
+        same = self._dub is not None and (self._dub is samples
+                                          or np.array_equal(self._dub, samples))
+        if self._features is None or not same:
+            self._features = WhisperFeatures(samples, self._encode, batch=self.batch)
+            self._dub = samples
+        self._features.load(times)
+
+    def draw(self, faces: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """MuseTalk's 256x256 faces (B, 256, 256, 3) RGB uint8 redrawn for the dub at
+        ``times`` (seconds into the dub, one per face; :meth:`listen` first)."""
+        masked, full = vae_inputs(faces)
+        s = self.sessions
+        n = len(faces)
+        latents = s[VAE_ENCODER].run_batched({"image": np.concatenate([masked, full])},
+                                             self.batch)[0]
+        unet = s[f"musetalk_unet_{self.version}"].run_batched({
+            "latents": np.concatenate([latents[:n], latents[n:]], axis=1),
+            "audio": self._features.windows(times),
+        }, self.batch)[0]
+        return face_pixels(s[VAE_DECODER].run_batched({"latents": unet}, self.batch)[0])
 
     def close(self) -> None:
         if self._reader is not None:
@@ -190,16 +212,7 @@ class MuseTalkGenerator:
             crop_face(self._reader.frame(start + int(j)).rgb_region(*box))
             if box[2] > box[0] and box[3] > box[1] else np.zeros((SIZE, SIZE, 3), np.uint8)
             for j, box in zip(chunk, boxes)])
-        masked, full = vae_inputs(faces)
-        s = self.sessions
-        n = len(chunk)
-        latents = s[VAE_ENCODER].run_batched({"image": np.concatenate([masked, full])},
-                                             self.batch)[0]
-        unet = s[f"musetalk_unet_{self.version}"].run_batched({
-            "latents": np.concatenate([latents[:n], latents[n:]], axis=1),
-            "audio": self._features.windows(self._times[chunk]),
-        }, self.batch)[0]
-        images = face_pixels(s[VAE_DECODER].run_batched({"latents": unet}, self.batch)[0])
+        images = self.draw(faces, self._times[chunk])
         out = {}
         for j, box, image in zip(chunk, boxes, images):
             w, h = box[2] - box[0], box[3] - box[1]

@@ -78,16 +78,25 @@ class OnnxRestorer:
             inner = picture[iy0 - sy0:iy1 - sy0, ix0 - sx0:ix1 - sx0]
             alpha = mask[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0, None]
             inner += alpha * (gen.image[iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] - inner)
-        aligned = to_aligned(picture, (sx0, sy0), matrix, size)
-        tensor = (aligned.transpose(2, 0, 1)[None] / np.float32(127.5) - 1).astype(np.float32)
-        out = self.session.run({self._image: tensor, **self._scalars})[self._output]
-        restored = (np.clip(out[0], -1.0, 1.0).transpose(1, 2, 0) + 1) * np.float32(127.5)
+        restored = self.run_aligned(to_aligned(picture, (sx0, sy0), matrix, size))
         back, coverage = from_aligned(restored, matrix, gen.box)
         weight = (np.float32(self.strength) * mask * coverage)[..., None]
         source = gen.image.astype(np.float32)
         # Where the weight is 0 the crop comes back bit-identical (exact float arithmetic).
         image = cv2.add(source + weight * (back - source), 0.0, dtype=cv2.CV_8U)
         return replace(gen, image=image)
+
+    @property
+    def size(self) -> int:
+        """The side S of the FFHQ-aligned crops the model takes."""
+        return self._size
+
+    def run_aligned(self, aligned: np.ndarray) -> np.ndarray:
+        """The model on one FFHQ-aligned crop (S, S, 3) RGB float32 in 0..255: the restored
+        crop, float32 in 0..255."""
+        tensor = (aligned.transpose(2, 0, 1)[None] / np.float32(127.5) - 1).astype(np.float32)
+        out = self.session.run({self._image: tensor, **self._scalars})[self._output]
+        return (np.clip(out[0], -1.0, 1.0).transpose(1, 2, 0) + 1) * np.float32(127.5)
 
     def close(self) -> None:
         self.session = None  # the session cache keeps it for the next job
