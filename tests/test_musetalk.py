@@ -559,3 +559,64 @@ def test_sync_with_musetalk_changes_only_masked_pixels(musetalk_onnx, clip, dub,
         reach = cv2.dilate((mask > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
         assert not (diff & ~reach).any(), f"frame {i}: pixels changed outside the mask"
     assert changed == 10
+
+
+def test_sync_with_liveportrait_encodes_faces_with_the_mouth_closed(musetalk_onnx, clip, dub,
+                                                                    tmp_path, monkeypatch):
+    """``--stabilizer liveportrait``: MuseTalk's own crops have their mouths closed before the
+    VAE encoder sees them (both pictures: the whole crop is the reference); only masked pixels
+    of the frame change."""
+    from tests.liveportrait_models import install, write_models
+
+    for model in ("musetalk_whisper_encoder", "musetalk_vae_encoder", "musetalk_vae_decoder",
+                  "musetalk_unet_v15"):
+        import_model(musetalk_onnx[model], model)
+    (tmp_path / "liveportrait").mkdir()
+    install(write_models(tmp_path / "liveportrait"))
+    encoded: dict[str, dict[float, np.ndarray]] = {}
+    draw = musetalk.MuseTalkGenerator.draw
+    edited = (0.4, 0.8)
+    outs = {}
+    for name in ("geometric", "liveportrait"):
+        faces = encoded[name] = {}
+
+        def spy(self, batch, times, faces=faces):
+            faces.update({round(float(t), 4): f for t, f in zip(times, batch)})
+            return draw(self, batch, times)
+
+        monkeypatch.setattr(musetalk.MuseTalkGenerator, "draw", spy)
+        out = outs[name] = tmp_path / f"{name}.mkv"
+        assert main(["sync", str(clip), "--audio", str(dub), "--backend", "musetalk",
+                     "--stabilizer", name, "--range", f"{edited[0]}-{edited[1]}",
+                     "--codec", "ffv1", "-o", str(out)]) == 0
+    analysis = analyze_range(clip)
+    boxes = crop_boxes(analysis.landmarks, analysis.boxes, *SIZE, EXTRA_MARGIN["v15"])
+    assert encoded["geometric"].keys() == encoded["liveportrait"].keys()
+    assert len(encoded["geometric"]) == 10
+    for t, plain in encoded["geometric"].items():
+        k = int(np.argmin(np.abs(analysis.times - t)))
+        x0, y0, x1, y1 = boxes[k]
+        scale = np.array([256 / (x1 - x0), 256 / (y1 - y0)])
+        lm = (analysis.landmarks[k] - (x0, y0)) * scale + (scale - 1) / 2
+        hull = np.zeros((256, 256), np.uint8)
+        cv2.fillConvexPoly(hull, cv2.convexHull(np.round(lm).astype(np.int32)), 1)
+        diff = np.abs(encoded["liveportrait"][t].astype(int) - plain).max(2)
+        # The same crop, re-rendered inside the face: the mouth (upper and lower lip) differs,
+        # pixels off the face are the crop's own.
+        assert not diff[cv2.dilate(hull, np.ones((3, 3), np.uint8)) == 0].any(), f"t={t}"
+        mx, my = np.round(lm[62]).astype(int)
+        assert diff[my - 4:my + 5, mx - 4:mx + 5].mean() > 5, f"t={t}"
+    mask_settings = SyncSettings().mask
+    frames = {name: [planes_from_av(f)[0] for f in decode_all(out)] for name, out in outs.items()}
+    changed = 0
+    for i, s in enumerate(planes_from_av(f)[0] for f in decode_all(clip)):
+        diff = s != frames["liveportrait"][i]
+        if not edited[0] <= analysis.times[i] < edited[1]:
+            assert not diff.any(), f"frame {i} outside the range changed"
+            continue
+        mask = landmark_mask(analysis.landmarks[i], (0, 0, *SIZE), mask_settings)
+        reach = cv2.dilate((mask > 0).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        assert not (diff & ~reach).any(), f"frame {i}: pixels changed outside the mask"
+        # What MuseTalk drew from the neutralised faces is not the geometric run's.
+        changed += bool((frames["geometric"][i] != frames["liveportrait"][i]).any())
+    assert changed == 10

@@ -10,6 +10,9 @@ Per frame, as MuseTalk's inference does:
    zeroed (where to draw) and whole (who, in which light); the two latents side by side
    (8 channels) go to the UNet with the frame's window of Whisper hidden states
    (``engine.audio.whisper``: placed by the frame's time in the dub), once, at timestep 0.
+   With the ``liveportrait`` stabilizer the 256x256 crop first has its mouth closed by
+   LivePortrait, and both pictures come from it: the whole crop is the generator's reference
+   too, and an open mouth there would bias the drawn one toward the original's.
 3. The VAE decoder's picture, rounded to 8 bits, is resized (bilinear) back to the crop box.
 
 MuseTalk then pastes with a face-parsing mask; here the pipeline's own lower-face mask and
@@ -34,6 +37,7 @@ from engine.media.reader import VideoReader
 from engine.models.manifest import get_entry
 from engine.models.session import CPU, ModelSession, providers as provider_order, session_for
 from engine.models.store import model_path, model_state
+from engine.stabilize.liveportrait import LivePortrait, LivePortraitStabilizer
 
 SIZE = 256  # the VAE's picture side; latents are SIZE / 8
 EXTRA_MARGIN = {"v15": 10, "v10": 0}  # pixels added under the chin (v1.5's extra_margin)
@@ -110,6 +114,7 @@ class MuseTalkGenerator:
         self._reader: VideoReader | None = None
         self._analysis = None
         self._features: WhisperFeatures | None = None
+        self._neutraliser: LivePortrait | None = None
         self._dub: np.ndarray | None = None  # the samples _features encodes
         # Faces per analysed frame (crop box, RGB at the box's size).
         self._grid: BatchGrid[tuple[tuple[int, int, int, int], np.ndarray]] = \
@@ -119,6 +124,11 @@ class MuseTalkGenerator:
         if ctx.dub_samples is None:
             raise RedubError("MuseTalk needs the dub's samples in the lip-sync context", ctx.video)
         self.open(ctx)
+        # MuseTalk crops its own faces; the liveportrait stabilizer's mouth closing applies.
+        if ctx.stabilizer != LivePortraitStabilizer.name:
+            self._neutraliser = None
+        elif self._neutraliser is None:
+            self._neutraliser = LivePortrait(self.providers)
         a = ctx.analysis
         targets = np.flatnonzero(ctx.edit & a.found)
         with self._grid.lock:
@@ -180,7 +190,7 @@ class MuseTalkGenerator:
             self._reader.close()
             self._reader = None
         self._grid.clear()
-        self._features = self._dub = None
+        self._features = self._dub = self._neutraliser = None
 
     def _session(self, model: str, ctx: SyncContext) -> ModelSession:
         """The model's session: its fp16 file on a GPU when that is installed, else fp32."""
@@ -212,6 +222,8 @@ class MuseTalkGenerator:
             crop_face(self._reader.frame(start + int(j)).rgb_region(*box))
             if box[2] > box[0] and box[3] > box[1] else np.zeros((SIZE, SIZE, 3), np.uint8)
             for j, box in zip(chunk, boxes)])
+        if self._neutraliser is not None:
+            faces = self._neutralised(faces, chunk, boxes)
         images = self.draw(faces, self._times[chunk])
         out = {}
         for j, box, image in zip(chunk, boxes, images):
@@ -220,6 +232,23 @@ class MuseTalkGenerator:
                 else np.zeros((max(h, 0), max(w, 0), 3), np.uint8)
             out[int(j)] = (box, face)
         return out
+
+    def _neutralised(self, faces: np.ndarray, chunk: np.ndarray,
+                     boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
+        """``faces`` (this batch's own array) with their mouths closed by LivePortrait (black
+        ones, faces off the frame, stay black)."""
+        drawn = [i for i, b in enumerate(boxes) if b[2] > b[0] and b[3] > b[1]]
+        if not drawn:
+            return faces
+        landmarks = []
+        for i in drawn:
+            x0, y0, x1, y1 = boxes[i]
+            scale = np.array([SIZE / (x1 - x0), SIZE / (y1 - y0)])
+            # The resize maps pixel centres x -> scale * x + (scale - 1) / 2.
+            lm = self._analysis.landmarks[chunk[i]] - (x0, y0)
+            landmarks.append(lm * scale + (scale - 1) / 2)
+        faces[drawn] = self._neutraliser.neutralise(faces[drawn], np.stack(landmarks))
+        return faces
 
 
 def musetalk_v10(**options: object) -> MuseTalkGenerator:
