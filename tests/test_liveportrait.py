@@ -10,14 +10,13 @@ import pytest
 from engine.cli import main
 from engine.face import geometry as geo
 from engine.face.analysis import analyze_range
-from engine.mask import MaskSettings, landmark_mask
 from engine.media.frame import planes_from_av
 from engine.media.reader import VideoReader
 from engine.models.store import ModelMissingError, import_model
-from engine.pipeline import SyncSettings
 from engine.stabilize import liveportrait as lp
 from engine.stabilize.backend import Framing, create_stabilizer
 from tests.conftest import shared_clip
+from tests.generator_harness import edited_frames_change_only_in_mask
 from tests.face_clip import write_face_clip
 from tests.liveportrait_models import install, write_models
 from tests.media_factory import decode_all
@@ -218,39 +217,35 @@ def test_the_stabilizer_crops_as_the_geometric_one_with_the_face_re_rendered(mod
         assert not diff[cv2.dilate(hull, np.ones((3, 3), np.uint8)) == 0].any()
 
 
-def test_sync_with_wav2lip_on_liveportrait_crops_changes_only_pixels_in_the_mask(
-        models, clip, tmp_path):
+@pytest.mark.parametrize("backend", ["wav2lip", "edtalk"])
+def test_sync_on_liveportrait_faces_changes_only_pixels_in_the_mask(models, clip, tmp_path,
+                                                                   backend):
+    """A generator that hands back its reference picture shows the face it was given: the
+    neutralised one (EDTalk aligns its own faces, and neutralises those)."""
+    from tests.test_edtalk import _identity_model
+
     dub = shared_clip("speech_radio31_16k.wav")
     install(models)
-    # A generator that hands back its reference picture: the neutralised face itself.
-    import_model(wav2lip_probe(tmp_path / "ref.onnx", 3), "wav2lip_96")
+    if backend == "wav2lip":
+        import_model(wav2lip_probe(tmp_path / "ref.onnx", 3), "wav2lip_96")
+    else:
+        import_model(_identity_model(tmp_path / "identity.onnx"), "edtalk_256")
     outs = {}
     for name in ("geometric", "liveportrait"):
-        out = tmp_path / f"{name}.mkv"
-        assert main(["sync", str(clip), "--audio", str(dub), "--backend", "wav2lip",
+        out = outs[name] = tmp_path / f"{name}.mkv"
+        assert main(["sync", str(clip), "--audio", str(dub), "--backend", backend,
                      "--stabilizer", name, "--range", f"{RANGE[0]}-{RANGE[1]}",
                      "--codec", "ffv1", "-o", str(out)]) == 0
-        outs[name] = [planes_from_av(f)[0] for f in decode_all(out)]
-    source = [planes_from_av(f)[0] for f in decode_all(clip)]
+    edited = edited_frames_change_only_in_mask(clip, outs["liveportrait"], RANGE, reach=9)
+    assert len(edited) > 10
+    frames = {name: [planes_from_av(f)[0] for f in decode_all(out)] for name, out in outs.items()}
     analysis = analyze_range(clip)
-    settings = SyncSettings().mask
-    edited = 0
-    for i, s in enumerate(source):
-        diff = s != outs["liveportrait"][i]
-        if not RANGE[0] <= analysis.times[i] < RANGE[1]:
-            assert not diff.any(), f"frame {i} outside the range changed"
-            continue
-        edited += 1
-        mask = landmark_mask(analysis.landmarks[i], (0, 0, diff.shape[1], diff.shape[0]),
-                             MaskSettings(settings.kind, settings.dilation, settings.feather))
-        near = cv2.dilate((mask > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-        assert not (diff & ~near).any(), f"frame {i} changed outside the mask"
+    for i in edited:
         # The mouth differs from the plain crop's: the neutralised face went through.
         x, y = analysis.landmarks[i][62].astype(int)
-        lp_mouth = outs["liveportrait"][i][y - 3:y + 4, x - 3:x + 4].astype(int)
-        plain_mouth = outs["geometric"][i][y - 3:y + 4, x - 3:x + 4].astype(int)
+        lp_mouth = frames["liveportrait"][i][y - 3:y + 4, x - 3:x + 4].astype(int)
+        plain_mouth = frames["geometric"][i][y - 3:y + 4, x - 3:x + 4].astype(int)
         assert np.abs(lp_mouth - plain_mouth).mean() > 5, f"frame {i}"
-    assert edited > 10
 
 
 def test_a_pass_through_network_gives_the_face_back_in_place(tmp_path, clip):
@@ -270,39 +265,3 @@ def test_a_pass_through_network_gives_the_face_back_in_place(tmp_path, clip):
         # A face put back two pixels off would differ far more.
         moved = np.roll(soft[0], 2, axis=1)
         assert np.abs(soft[1] - moved)[inside].mean() > 3 * np.abs(soft[1] - soft[0])[inside].mean()
-
-
-def test_sync_with_edtalk_takes_liveportrait_neutralised_faces(models, clip, tmp_path):
-    """EDTalk aligns its own faces; with ``--stabilizer liveportrait`` they are neutralised
-    first. A model giving back its face shows which face it was given."""
-    from tests.test_edtalk import _identity_model
-
-    dub = shared_clip("speech_radio31_16k.wav")
-    install(models)
-    import_model(_identity_model(tmp_path / "identity.onnx"), "edtalk_256")
-    outs = {}
-    for name in ("geometric", "liveportrait"):
-        out = tmp_path / f"{name}.mkv"
-        assert main(["sync", str(clip), "--audio", str(dub), "--backend", "edtalk",
-                     "--stabilizer", name, "--range", f"{RANGE[0]}-{RANGE[1]}",
-                     "--codec", "ffv1", "-o", str(out)]) == 0
-        outs[name] = [planes_from_av(f)[0] for f in decode_all(out)]
-    source = [planes_from_av(f)[0] for f in decode_all(clip)]
-    analysis = analyze_range(clip)
-    settings = SyncSettings().mask
-    edited = 0
-    for i, s in enumerate(source):
-        diff = s != outs["liveportrait"][i]
-        if not RANGE[0] <= analysis.times[i] < RANGE[1]:
-            assert not diff.any(), f"frame {i} outside the range changed"
-            continue
-        edited += 1
-        mask = landmark_mask(analysis.landmarks[i], (0, 0, diff.shape[1], diff.shape[0]),
-                             MaskSettings(settings.kind, settings.dilation, settings.feather))
-        near = cv2.dilate((mask > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
-        assert not (diff & ~near).any(), f"frame {i} changed outside the mask"
-        x, y = analysis.landmarks[i][62].astype(int)
-        lp_mouth = outs["liveportrait"][i][y - 3:y + 4, x - 3:x + 4].astype(int)
-        plain_mouth = outs["geometric"][i][y - 3:y + 4, x - 3:x + 4].astype(int)
-        assert np.abs(lp_mouth - plain_mouth).mean() > 5, f"frame {i}"
-    assert edited > 10
