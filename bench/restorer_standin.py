@@ -100,3 +100,97 @@ class GFPGANSized(nn.Module):
             out = torch.cat([kept, conditioned * scale(feat) + shift(feat)], dim=1)
             out = conv2(out, style)
         return self.rgb(out)
+
+
+# CodeFormer (sczhou/CodeFormer, 512x512, ~94M parameters): GFPGAN's stand-in above is about
+# half its size and has no ``weight`` input, so CodeFormer gets one of its own, of the same
+# widths and resolutions: a VQGAN encoder (64 to 512 channels, two residual blocks per
+# resolution from 512 to 16, attention at 16), nine transformer layers over the 256 tokens
+# predicting codebook entries, and the decoder, fused with the encoder at 32 to 256 by
+# fidelity-weighted SFT blocks. Left out, as they cost little: the extra attention layers at 16.
+CODEFORMER = {512: 64, 256: 128, 128: 128, 64: 256, 32: 256, 16: 512}
+FUSED = (32, 64, 128, 256)
+
+
+class _Res(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(32, cin), _conv(cin, cout)
+        self.norm2, self.conv2 = nn.GroupNorm(32, cout), _conv(cout, cout)
+        self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        return self.skip(x) + self.conv2(F.silu(self.norm2(h)))
+
+
+class _Attention(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.norm, self.qkv = nn.GroupNorm(32, c), nn.Conv2d(c, 3 * c, 1)
+        self.out = nn.Conv2d(c, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(self.norm(x)).flatten(2).transpose(1, 2).chunk(3, dim=2)
+        out = F.softmax(q @ k.transpose(1, 2) / math.sqrt(c), -1) @ v
+        return x + self.out(out.transpose(1, 2).reshape(b, c, h, w))
+
+
+class CodeFormerSized(nn.Module):
+    def __init__(self, codes: int = 1024, emb: int = 256, dim: int = 512, layers: int = 9) -> None:
+        super().__init__()
+        res = list(CODEFORMER)
+        self.enc_in = _conv(3, CODEFORMER[512])
+        self.enc = nn.ModuleList(nn.Sequential(
+            _Res(CODEFORMER[res[i - 1]] if i else CODEFORMER[512], CODEFORMER[r]),
+            _Res(CODEFORMER[r], CODEFORMER[r])) for i, r in enumerate(res))
+        self.down = nn.ModuleList(nn.Conv2d(CODEFORMER[r], CODEFORMER[r], 3, 2, 1)
+                                  for r in res[:-1])
+        self.enc_mid = nn.Sequential(_Attention(512), _Res(512, 512), _Attention(512),
+                                     _Res(512, 512), nn.GroupNorm(32, 512), nn.SiLU(),
+                                     _conv(512, emb))
+        self.position = nn.Parameter(torch.zeros(256, 1, dim))
+        self.embed = nn.Linear(emb, dim)
+        # One layer each, not nn.TransformerEncoder's copies of one: identical random weights
+        # would be stored once in the ONNX file.
+        self.transformer = nn.ModuleList(
+            nn.TransformerEncoderLayer(dim, 8, 2 * dim, dropout=0.0, norm_first=True)
+            for _ in range(layers))
+        self.predict = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, codes, bias=False))
+        self.codebook = nn.Parameter(torch.randn(codes, emb))
+        self.dec_mid = nn.Sequential(_conv(emb, 512), _Res(512, 512), _Attention(512),
+                                     _Res(512, 512))
+        self.dec = nn.ModuleList(nn.Sequential(
+            _Res(CODEFORMER[res[i + 1]] if i < len(res) - 1 else 512, CODEFORMER[r]),
+            _Res(CODEFORMER[r], CODEFORMER[r])) for i, r in reversed(list(enumerate(res))))
+        self.up = nn.ModuleList(_conv(CODEFORMER[r], CODEFORMER[r]) for r in res[:0:-1])
+        self.fuse = nn.ModuleDict({str(r): nn.ModuleList([
+            _Res(2 * CODEFORMER[r], CODEFORMER[r]), GFPGANSized._condition(CODEFORMER[r]),
+            GFPGANSized._condition(CODEFORMER[r])]) for r in FUSED})
+        self.dec_out = nn.Sequential(nn.GroupNorm(32, 64), nn.SiLU(), _conv(64, 3))
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        w = weight.float()
+        feat, skips = self.enc_in(x), {}
+        for r, block, down in zip(CODEFORMER, self.enc, [*self.down, None]):
+            feat = block(feat)
+            skips[r] = feat
+            if down is not None:
+                feat = down(feat)
+        tokens = self.enc_mid(feat).flatten(2).permute(2, 0, 1)  # (256, B, emb)
+        tokens = self.embed(tokens) + self.position
+        for layer in self.transformer:
+            tokens = layer(tokens)
+        logits = self.predict(tokens)
+        quant = self.codebook[logits.argmax(-1)].permute(1, 2, 0).reshape(x.shape[0], -1, 16, 16)
+        out, ups = self.dec_mid(quant), iter(self.up)
+        for r, block in zip(reversed(CODEFORMER), self.dec):
+            if r > 16:
+                out = next(ups)(F.interpolate(out, scale_factor=2.0, mode="nearest"))
+            out = block(out)
+            if r in FUSED:
+                mix, scale, shift = self.fuse[str(r)]
+                enc = mix(torch.cat([skips[r], out], 1))
+                out = out + w * (out * scale(enc) + shift(enc))
+        return self.dec_out(out)

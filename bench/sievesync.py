@@ -5,10 +5,11 @@
 Networks have random weights (speed does not depend on them). ``tiny`` (default): MuseTalk's
 tiny test set, LivePortrait's tiny test networks and an identity CodeFormer, so the figures are
 the pipeline's own work (decode, alignment, warps, denoise, masks, blend, encode) with the
-networks nearly free; ``full``: the full-size random MuseTalk of ``bench.models`` (made once,
-minutes), LivePortrait and CodeFormer still tiny (no full-size export here). The output says
-which. Exported frames and ``sievesync_sheet.png`` (per frame: source | aligned 512 | result |
-difference x4) go to ``bench/out/``.
+networks nearly free; ``full``: the full-size random MuseTalk of ``bench.models`` and stand-ins
+of LivePortrait's and CodeFormer's real size and compute in their ONNX contracts
+(``bench.liveportrait_standin``, ``bench.restorer_standin``), each exported once into
+``bench/.cache`` (minutes). The output says which. Exported frames and ``sievesync_sheet.png``
+(per frame: source | aligned 512 | result | difference x4) go to ``bench/out/``.
 """
 from __future__ import annotations
 
@@ -55,11 +56,35 @@ def _install(kind: str) -> str:
                                          CACHE / "musetalk_tiny")
     for model in MUSETALK:
         import_model(musetalk[model], model)
+    if kind == "full":
+        from bench.liveportrait_standin import write_models as write_full
+
+        install(write_full(HERE / ".cache" / "liveportrait_full"))
+        import_model(_codeformer_standin(HERE / ".cache" / "codeformer_full.onnx"), "codeformer")
+        return ("full-size random MuseTalk; the LivePortrait and CodeFormer rows run "
+                "stand-ins of the real networks' size and compute (bench.liveportrait_standin, "
+                "bench.restorer_standin); random weights")
     (CACHE / "liveportrait").mkdir(parents=True, exist_ok=True)
     install(write_models(CACHE / "liveportrait"))
     import_model(_identity_codeformer(CACHE / "codeformer.onnx"), "codeformer")
-    return (f"{'full-size' if kind == 'full' else 'tiny'} random MuseTalk, tiny random "
-            "LivePortrait, identity CodeFormer")
+    return "tiny random MuseTalk, tiny random LivePortrait, identity CodeFormer"
+
+
+def _codeformer_standin(path: Path) -> Path:
+    """``CodeFormerSized`` exported once in CodeFormer's contract."""
+    if not path.exists():
+        import torch
+
+        from bench.restorer_standin import CodeFormerSized
+
+        torch.manual_seed(0)
+        with torch.no_grad():
+            torch.onnx.export(CodeFormerSized().eval(),
+                              (torch.rand(1, 3, 512, 512) * 2 - 1,
+                               torch.ones(1, dtype=torch.float64)),
+                              str(path), input_names=["input", "weight"],
+                              output_names=["output"], opset_version=17, dynamo=False)
+    return path
 
 
 def _identity_codeformer(path: Path) -> Path:
