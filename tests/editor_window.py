@@ -24,11 +24,14 @@ def new_window(qtbot, tmp_path: Path, playback: Playback | None = None) -> MainW
     return win
 
 
-def quiet_dialogs(monkeypatch) -> None:
-    """"Discard" answers the unsaved-changes question; warnings would wait for a click."""
+def quiet_dialogs(monkeypatch) -> list[str]:
+    """"Discard" answers the unsaved-changes question; warnings, which would wait for a click,
+    are kept in the list returned instead."""
+    warnings: list[str] = []
     monkeypatch.setattr(QtWidgets.QMessageBox, "question",
                         lambda *a, **k: QtWidgets.QMessageBox.StandardButton.Discard)
-    monkeypatch.setattr(QtWidgets.QMessageBox, "warning", lambda *a, **k: None)
+    monkeypatch.setattr(QtWidgets.QMessageBox, "warning", lambda *a, **k: warnings.append(a[2]))
+    return warnings
 
 
 def close_window(win: MainWindow) -> None:

@@ -5,11 +5,14 @@ header so tests can see a download resume.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
 
 
 class ModelServer:
@@ -97,3 +100,14 @@ def _handler(server: ModelServer):
                 time.sleep(server.throttle)
 
     return Handler
+
+
+@pytest.fixture
+def server():
+    """A running ModelServer (tests import this fixture by name)."""
+    with ModelServer() as s:
+        yield s
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -12,7 +12,7 @@ from desktop.relink_dialog import RelinkDialog
 from engine.face.analysis import Target
 from engine.project import Project, Recovery
 from tests.conftest import shared_clip
-from tests.editor_window import new_window
+from tests.editor_window import close_window, new_window, quiet_dialogs
 from tests.media_factory import make_video, write_tone_wav
 
 Qt = QtCore.Qt
@@ -63,17 +63,11 @@ except ImportError:  # playback not written yet: a stand-in that shows frames on
 
 @pytest.fixture
 def window(qtbot, tmp_path, monkeypatch):
-    # Modal boxes would wait for a click forever: answer them, and keep the warnings.
-    warnings = []
-    monkeypatch.setattr(QtWidgets.QMessageBox, "question",
-                        lambda *a, **k: QtWidgets.QMessageBox.StandardButton.Discard)
-    monkeypatch.setattr(QtWidgets.QMessageBox, "warning", lambda *a, **k: warnings.append(a[2]))
+    warnings = quiet_dialogs(monkeypatch)  # modal boxes would wait for a click forever
     win = new_window(qtbot, tmp_path, make_playback())
     win.warnings = warnings
     yield win
-    win._set_dirty(False)
-    win.close()
-    win.bridge.shutdown()  # also when a test left the window refusing to close
+    close_window(win)  # also when a test left the window refusing to close
 
 
 def open_clip(qtbot, win: MainWindow, video: Path, dub: Path | None = None) -> None:

@@ -11,31 +11,18 @@ from PySide6 import QtCore, QtGui, QtWidgets
 from desktop.bridge import EngineBridge, frame_to_qimage
 from desktop.export_dialog import ExportDialog
 from desktop.model_download import MissingModelDialog, ensure_model
-from tests.editor_window import (close_window, go_to_frame, mark, new_window, open_clip,
-                                 quiet_dialogs, stub_engine)
+from tests.editor_window import go_to_frame, mark, open_clip
 from engine.media.reader import VideoReader
 from engine.models import manifest
 from engine.project import ExportPrefs
 from engine.render import ExportSettings, RenderResult, render
 from tests.media_factory import make_video, write_tone_wav
+from tests.test_editor_day import engine, window  # noqa: F401  (shared fixtures)
 from tests.model_factory import offset_model, restorer_entry, write_manifest
 from tests.model_server import ModelServer
 
 Qt = QtCore.Qt
 CTRL = Qt.KeyboardModifier.ControlModifier
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    quiet_dialogs(monkeypatch)
-    win = new_window(qtbot, tmp_path)
-    yield win
-    close_window(win)
-
-
-@pytest.fixture
-def engine(window, monkeypatch):
-    stub_engine(window, monkeypatch)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from PySide6 import QtCore, QtWidgets
 
 from desktop.main_window import MainWindow
 from engine.project import ExportPrefs, SyncRange
-from tests.editor_window import new_window
+from tests.editor_window import close_window, new_window, quiet_dialogs
 from tests.media_factory import make_video, write_tone_wav
 from tests.test_desktop_app import go_to_frame, make_playback, open_clip
 
@@ -16,10 +16,7 @@ Qt = QtCore.Qt
 
 @pytest.fixture
 def window(qtbot, tmp_path, monkeypatch):
-    warnings = []
-    monkeypatch.setattr(QtWidgets.QMessageBox, "question",
-                        lambda *a, **k: QtWidgets.QMessageBox.StandardButton.Discard)
-    monkeypatch.setattr(QtWidgets.QMessageBox, "warning", lambda *a, **k: warnings.append(a[2]))
+    warnings = quiet_dialogs(monkeypatch)
     win = new_window(qtbot, tmp_path, make_playback())
     win.warnings = warnings
     # 50 frames at 25 fps: frame n starts at n * 0.04 s, 00:00:00:n in timecode.
@@ -27,9 +24,7 @@ def window(qtbot, tmp_path, monkeypatch):
               write_tone_wav(tmp_path / "dub.wav", 2.5))
     win.activateWindow()
     yield win
-    win._set_dirty(False)
-    win.close()
-    win.bridge.shutdown()
+    close_window(win)
 
 
 def key_at(qtbot, win: MainWindow, frame: int, key: Qt.Key) -> None:

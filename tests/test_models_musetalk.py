@@ -4,7 +4,6 @@ checkpoints. Downloads run against a local HTTP server; nothing here touches the
 """
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -22,7 +21,7 @@ from engine.models.manifest import checkpoint_sets, load_manifest
 from engine.models.session import session_for
 from engine.models.store import ModelMissingError, import_model, model_path, model_state
 from tests.model_factory import offset_model, restorer_entry, write, write_manifest
-from tests.model_server import ModelServer
+from tests.model_server import ModelServer, server, sha  # noqa: F401  (server: a fixture)
 
 MUSETALK = ["musetalk_whisper_encoder", "musetalk_vae_encoder", "musetalk_vae_decoder",
             "musetalk_unet_v15"]
@@ -35,16 +34,6 @@ def models(tmp_path, monkeypatch):
     monkeypatch.delenv(mirror.ENV, raising=False)
     monkeypatch.setattr(download, "CHUNK", 8192)
     return folder
-
-
-@pytest.fixture
-def server():
-    with ModelServer() as s:
-        yield s
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def sums(files: dict[str, bytes]) -> bytes:

@@ -4,7 +4,6 @@ Downloads run against a local HTTP server on 127.0.0.1; nothing here touches the
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -24,7 +23,7 @@ from engine.progress import CancelToken
 from tests.conftest import SHARED
 from tests.model_factory import (offset_model, restorer_entry, weighted_model, write,
                                  write_manifest)
-from tests.model_server import ModelServer, unused_port
+from tests.model_server import ModelServer, server, sha, unused_port  # noqa: F401  (server: a fixture)
 
 BIG = offset_model(bias_size=60_000)  # about 240 kB: many chunks at the tests' chunk size
 
@@ -47,16 +46,6 @@ def use_manifest(tmp_path, monkeypatch):
         monkeypatch.setattr(manifest, "MANIFEST_PATH", path)
         return path
     return install
-
-
-@pytest.fixture
-def server():
-    with ModelServer() as s:
-        yield s
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 # --- the shipped manifest -------------------------------------------------------------------
