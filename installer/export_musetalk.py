@@ -16,23 +16,17 @@ also writes ``OUT/SHA256SUMS``: sha256, size in bytes and name of every file it 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
-import io
 import json
 import os
 import sys
-import tempfile
-import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from engine.errors import RedubError
-from installer.onnx_export import (external_data_path, onnx_difference, quiet_logger,
-                                   read_checkpoint, state_mismatch)
+from installer.onnx_export import (Exported, Network, export_networks, load_strict,
+                                   read_state, require_modules, write_sums)
 
 VERSIONS = ("v15", "v10")
 UNET_FILES = {"v15": ("musetalkV15/musetalk.json", "musetalkV15/unet.pth"),
@@ -41,41 +35,8 @@ VAE_FILES = ("sd-vae/config.json", "sd-vae/diffusion_pytorch_model.bin")
 WHISPER_FILES = ("whisper/config.json", "whisper/pytorch_model.bin")
 PARSING_FILE = "face-parse-bisent/79999_iter.pth"
 
-OPSET = 18  # the torch.export-based exporter's oldest opset
 PE_LENGTH = 5000  # MuseTalk's PositionalEncoding(max_len=5000)
-# fp32: reordered sums differ by ~1e-6 of the output's scale per layer, ~1e-5 through these
-# networks; one wrong weight or operator moves outputs by 1e-2 and more.
-TOLERANCE = 1e-3
-# fp16 keeps ~3 significant digits (unit roundoff 4.9e-4); through 20-70 layers its rounding
-# errors add up to ~1e-2 of the output's scale (measured: see installer/README.md).
-TOLERANCE_FP16 = 3e-2
-# Protobuf cannot serialise a model of 2 GiB; weights above this go to a .onnx.data file.
-SINGLE_FILE_LIMIT = 2_000_000_000
-EXPORT_BATCH = 2  # torch.export specialises a batch of 1, so the example batch is 2
-PARITY_BATCH = 3  # differs from the example batch, so the free batch dimension is exercised
 EXTRA = 'install the export extra: pip install -e ".[export]"'
-
-
-@dataclass(frozen=True)
-class Exported:
-    """One written network: its model id, its files (the graph first, then its external
-    data if any), the largest torch/onnxruntime difference and the tolerance it passed."""
-    model_id: str
-    files: tuple[Path, ...]
-    difference: float
-    tolerance: float
-
-    @property
-    def path(self) -> Path:
-        return self.files[0]
-
-
-@dataclass(frozen=True)
-class _Network:
-    model_id: str
-    load: Callable[[], Any]  # -> the wrapped torch module, in eval mode
-    inputs: dict[str, tuple[tuple[int | str, ...], Callable]]  # name -> (shape, draw(rng, shape))
-    output: str
 
 
 def convert(checkpoints: str | os.PathLike, out: str | os.PathLike, *,
@@ -85,13 +46,13 @@ def convert(checkpoints: str | os.PathLike, out: str | os.PathLike, *,
     ONNX file. ``fp16`` adds the ``<id>_fp16`` variants. Face parsing is skipped when
     ``face-parse-bisent/79999_iter.pth`` is absent. ``progress(model_id, done, total)`` is
     called as each network starts, and with ``done == total`` at the end."""
-    return {e.model_id: e.path for e in export_networks(checkpoints, out, versions=versions,
-                                                          fp16=fp16, progress=progress)}
+    return {e.model_id: e.path for e in export(checkpoints, out, versions=versions, fp16=fp16,
+                                               progress=progress)}
 
 
-def export_networks(checkpoints: str | os.PathLike, out: str | os.PathLike, *,
-                    versions: Sequence[str] = ("v15",), fp16: bool = False,
-                    progress: Callable[[str, int, int], None] | None = None) -> list[Exported]:
+def export(checkpoints: str | os.PathLike, out: str | os.PathLike, *,
+           versions: Sequence[str] = ("v15",), fp16: bool = False,
+           progress: Callable[[str, int, int], None] | None = None) -> list[Exported]:
     """:func:`convert`, reporting each file's parity figures. On any failure the files this
     run wrote are removed and the ``RedubError`` names the file at fault."""
     _require_export_extra()
@@ -102,42 +63,29 @@ def export_networks(checkpoints: str | os.PathLike, out: str | os.PathLike, *,
     if unknown or not versions:
         raise RedubError(f"unknown MuseTalk version {unknown[0] if unknown else '(none)'}: "
                          f"choose from {', '.join(VERSIONS)}")
-    networks = networks_to_export(folder, versions)
-    out.mkdir(parents=True, exist_ok=True)
-    done: list[Exported] = []
-    try:
-        for i, network in enumerate(networks):
-            if progress:
-                progress(network.model_id, i, len(networks))
-            done.extend(_export_network(network, out, fp16))
-    except BaseException:
-        for exported in done:
-            for path in exported.files:
-                path.unlink(missing_ok=True)
-        raise
-    if progress and networks:
-        progress(networks[-1].model_id, len(networks), len(networks))
-    return done
+    return export_networks(networks_to_export(folder, versions), out, fp16, progress)
 
 
-def networks_to_export(folder: Path, versions: Sequence[str]) -> list[_Network]:
+def networks_to_export(folder: Path, versions: Sequence[str]) -> list[Network]:
     """The networks the folder provides, UNets first (the largest checkpoints, so a broken
     download is found before minutes of work); face parsing only where its checkpoint is."""
-    networks = [_Network(f"musetalk_unet_{v}", lambda v=v: load_unet(folder, v),
-                         {"latents": (("B", 8, 32, 32), _normal),
-                          "audio": (("B", "A", 384), _normal)}, "pred_latents")
+    # A: the audio window's rows (a 10-step window of whisper-tiny's 5 hidden states is 50)
+    networks = [Network(f"musetalk_unet_{v}", lambda v=v: load_unet(folder, v),
+                        {"latents": (("B", 8, 32, 32), _normal),
+                         "audio": (("B", "A", 384), _normal)}, "pred_latents",
+                        sizes={"A": (50, PE_LENGTH)})
                 for v in versions]
     networks += [
-        _Network("musetalk_vae_encoder", lambda: load_vae(folder, encode=True),
-                 {"image": (("B", 3, 256, 256), _half_blank)}, "latents"),
-        _Network("musetalk_vae_decoder", lambda: load_vae(folder, encode=False),
-                 {"latents": (("B", 4, 32, 32), _normal)}, "image"),
-        _Network("musetalk_whisper_encoder", lambda: load_whisper(folder),
-                 {"input_features": (("B", 80, 3000), _uniform)}, "hidden_states"),
+        Network("musetalk_vae_encoder", lambda: load_vae(folder, encode=True),
+                {"image": (("B", 3, 256, 256), _half_blank)}, "latents"),
+        Network("musetalk_vae_decoder", lambda: load_vae(folder, encode=False),
+                {"latents": (("B", 4, 32, 32), _normal)}, "image"),
+        Network("musetalk_whisper_encoder", lambda: load_whisper(folder),
+                {"input_features": (("B", 80, 3000), _uniform)}, "hidden_states"),
     ]
     if (folder / PARSING_FILE).is_file():
-        networks.append(_Network("face_parsing_bisenet", lambda: load_bisenet(folder),
-                                 {"image": (("B", 3, 512, 512), _normal)}, "logits"))
+        networks.append(Network("face_parsing_bisenet", lambda: load_bisenet(folder),
+                                {"image": (("B", 3, 512, 512), _normal)}, "logits"))
     return networks
 
 
@@ -152,7 +100,7 @@ def load_unet(folder: Path, version: str):
     config_name, weights_name = UNET_FILES[version]
     config = _read_config(folder / config_name)
     unet = _build(lambda: UNet2DConditionModel(**config), folder / config_name)
-    _load_strict(unet, _read_state(folder / weights_name), folder / weights_name,
+    load_strict(unet, _read_state(folder / weights_name), folder / weights_name,
                  f"the MuseTalk {version} UNet of {config_name}")
 
     class UNetStep(torch.nn.Module):
@@ -195,7 +143,7 @@ def load_vae(folder: Path, *, encode: bool):
     # The published file predates diffusers' attention rename (query -> to_q, ...); diffusers
     # renames such keys when it loads the file itself.
     vae._fix_state_dict_keys_on_load(state)
-    _load_strict(vae, state, folder / weights_name, f"the VAE of {config_name}")
+    load_strict(vae, state, folder / weights_name, f"the VAE of {config_name}")
     scale = float(vae.config.scaling_factor)
 
     class Encode(torch.nn.Module):
@@ -233,7 +181,7 @@ def load_whisper(folder: Path):
     # and possibly its output projection, which is the token embedding again.
     if state and all(k.startswith("model.") for k in state if k != "proj_out.weight"):
         state = {k[len("model."):]: v for k, v in state.items() if k != "proj_out.weight"}
-    _load_strict(model, state, folder / weights_name, f"the Whisper model of {config_name}")
+    load_strict(model, state, folder / weights_name, f"the Whisper model of {config_name}")
 
     class Encoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -254,7 +202,7 @@ def load_bisenet(folder: Path):
     from installer.bisenet_arch import BiSeNet
 
     net = BiSeNet()
-    _load_strict(net, _read_state(folder / PARSING_FILE), folder / PARSING_FILE,
+    load_strict(net, _read_state(folder / PARSING_FILE), folder / PARSING_FILE,
                  "the BiSeNet face parser")
 
     class Parse(torch.nn.Module):
@@ -268,139 +216,7 @@ def load_bisenet(folder: Path):
     return Parse().eval()
 
 
-# --- export and parity ------------------------------------------------------------------------
-
-def _export_network(network: _Network, out: Path, fp16: bool) -> list[Exported]:
-    """Export one network (and its fp16 variant), check it, then move it into ``out``."""
-    import torch
-
-    module = network.load()
-    rng = np.random.default_rng(0)
-    feeds = {name: draw(rng, _concrete(shape, PARITY_BATCH)).astype(np.float32)
-             for name, (shape, draw) in network.inputs.items()}
-    with torch.no_grad():
-        expected = module(*(torch.from_numpy(a) for a in feeds.values())).numpy()
-    scale = max(1.0, float(np.abs(expected).max()))
-    results = []
-    with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
-        staged = Path(tmp) / f"{network.model_id}.onnx"
-        _export_onnx(module, network, staged)
-        results.append((network.model_id, _staged_files(staged),
-                        _checked(staged, out, feeds, expected, TOLERANCE * scale),
-                        TOLERANCE * scale))
-        if fp16:
-            del module  # the fp32 weights are in the file; keep one copy in memory
-            half = staged.with_name(f"{network.model_id}_fp16.onnx")
-            _to_fp16(staged, half)
-            results.append((f"{network.model_id}_fp16", _staged_files(half),
-                            _checked(half, out, feeds, expected, TOLERANCE_FP16 * scale),
-                            TOLERANCE_FP16 * scale))
-        exported = []
-        for model_id, files, difference, tolerance in results:
-            moved = tuple(out / f.name for f in files)
-            for src, dst in zip(reversed(files), reversed(moved)):  # the data before its graph
-                os.replace(src, dst)
-            exported.append(Exported(model_id, moved, difference, tolerance))
-    return exported
-
-
-def _export_onnx(module, network: _Network, path: Path) -> None:
-    """``module`` as ONNX at ``path``: batch (and audio length) free, weights in the file or,
-    past protobuf's limit, in ``<path>.data``."""
-    import torch
-
-    dims: dict[str, Any] = {}
-    example, dynamic = [], {}
-    for name, (shape, draw) in network.inputs.items():
-        example.append(torch.from_numpy(
-            draw(np.random.default_rng(1), _concrete(shape, EXPORT_BATCH)).astype(np.float32)))
-        dynamic[name] = {axis: dims.setdefault(
-            letter, torch.export.Dim(letter, min=1, max=PE_LENGTH if letter == "A" else None))
-            for axis, letter in enumerate(shape) if isinstance(letter, str)}
-    weights = sum(t.numel() * t.element_size()
-                  for t in (*module.parameters(), *module.buffers()))
-    # The exporter narrates every step and warns about optional packages: keep it quiet.
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
-            warnings.catch_warnings(), quiet_logger("torch.onnx"):
-        warnings.simplefilter("ignore")
-        try:
-            program = torch.onnx.export(module, tuple(example), input_names=list(network.inputs),
-                                        output_names=[network.output], opset_version=OPSET,
-                                        dynamo=True, dynamic_shapes=dynamic)
-            _drop_provenance(program.model)
-            program.save(path, external_data=weights > SINGLE_FILE_LIMIT)
-        except Exception as exc:  # the exporter raises many types
-            first = (str(exc).strip().splitlines() or [""])[0][:160]
-            raise RedubError(f"torch cannot export {network.model_id} "
-                             f"({exc.__class__.__name__}: {first})") from exc
-
-
-def _drop_provenance(model) -> None:
-    """Remove what the exporter notes per node and value (Python stack traces with this
-    machine's paths, FX node text): a file for a mirror should not depend on where it was
-    made, and they are a third of a small network's file."""
-    graph = model.graph
-    values = [*graph.inputs, *graph.initializers.values()]
-    for node in graph.all_nodes():
-        node.metadata_props.clear()
-        values.extend(node.outputs)
-    for item in (graph, *values):
-        item.metadata_props.clear()
-
-
-def _to_fp16(src: Path, dst: Path) -> None:
-    """``src`` with float16 weights and arithmetic, float32 inputs and outputs (onnxruntime's
-    own converter, which leaves in float32 the operators it lacks float16 kernels for)."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-    from onnxruntime.transformers.onnx_model import OnnxModel
-
-    # Shape inference on a path works past protobuf's 2 GiB, on a loaded model it does not.
-    inferred = src.with_name(f"{src.stem}.shapes.onnx")
-    onnx.shape_inference.infer_shapes_path(os.fspath(src), os.fspath(inferred))
-    model = onnx.load(inferred)
-    inferred.unlink()
-    with quiet_logger("onnxruntime.transformers"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        half = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=True)
-        del model
-        # The converter appends its input casts after their users; the ONNX checker (and
-        # some runtimes) want nodes in order.
-        OnnxModel.graph_topological_sort(half.graph)
-    if half.ByteSize() > SINGLE_FILE_LIMIT:
-        onnx.save(half, dst, save_as_external_data=True, all_tensors_to_one_file=True,
-                  location=external_data_path(dst).name)
-    else:
-        onnx.save(half, dst)
-
-
-def _checked(path: Path, out: Path, feeds: dict[str, np.ndarray], expected: np.ndarray,
-             tolerance: float) -> float:
-    """The staged export's largest difference from torch; errors name the file it was to
-    become in ``out`` (the staging folder is gone by the time the message is read)."""
-    import onnx
-
-    try:
-        onnx.checker.check_model(os.fspath(path))  # by path: works past 2 GiB
-    except Exception as exc:  # onnx.checker.ValidationError and protobuf errors
-        first = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise RedubError(f"invalid ONNX ({exc.__class__.__name__}: {first})",
-                         out / path.name) from exc
-    try:
-        return onnx_difference(path, feeds, expected, tolerance)
-    except RedubError as exc:
-        raise RedubError(exc.problem, out / path.name) from exc
-
-
-def _staged_files(path: Path) -> tuple[Path, ...]:
-    data = external_data_path(path)
-    return (path, data) if data.exists() else (path,)
-
-
-def _concrete(shape: tuple[int | str, ...], batch: int) -> tuple[int, ...]:
-    sizes = {"B": batch, "A": 50}  # A: a 10-step window of whisper-tiny's 5 hidden states
-    return tuple(sizes[d] if isinstance(d, str) else d for d in shape)
-
+# --- test values ------------------------------------------------------------------------------
 
 def _normal(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     return rng.standard_normal(shape)
@@ -421,11 +237,7 @@ def _half_blank(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 # --- reading the checkpoints ------------------------------------------------------------------
 
 def _require_export_extra() -> None:
-    for name in ("torch", "diffusers", "transformers", "onnx", "onnxruntime"):
-        try:
-            __import__(name)
-        except ImportError:
-            raise RedubError(f"{name} is missing: {EXTRA}") from None
+    require_modules(("torch", "diffusers", "transformers", "onnx", "onnxruntime"), EXTRA)
 
 
 def _read_config(path: Path) -> dict:
@@ -443,14 +255,7 @@ def _read_config(path: Path) -> dict:
 
 
 def _read_state(path: Path) -> dict:
-    if not path.is_file():
-        raise RedubError("not found (expected where MuseTalk's download_weights.sh puts it)",
-                         path)
-    state = read_checkpoint(path)
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and hasattr(v, "shape") for k, v in state.items()):
-        raise RedubError("not a state dict (a mapping of parameter names to tensors)", path)
-    return state
+    return read_state(path, "expected where MuseTalk's download_weights.sh puts it")
 
 
 def _build(make: Callable[[], Any], config_path: Path):
@@ -460,29 +265,6 @@ def _build(make: Callable[[], Any], config_path: Path):
         first = (str(exc).strip().splitlines() or [""])[0][:160]
         raise RedubError(f"cannot build the network from this config "
                          f"({exc.__class__.__name__}: {first})", config_path) from exc
-
-
-def _load_strict(model, state: dict, path: Path, what: str) -> None:
-    problem = state_mismatch(model.state_dict(), state)
-    if problem:
-        raise RedubError(f"not {what}: {problem}", path)
-    model.load_state_dict(state, strict=True)
-
-
-def write_sums(out: Path, files: Sequence[Path]) -> Path:
-    """``out/SHA256SUMS``: one line per file, ``<sha256>  <size in bytes>  <name>``."""
-    lines = []
-    for path in files:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        lines.append(f"{digest.hexdigest()}  {path.stat().st_size}  {path.name}\n")
-    sums = out / "SHA256SUMS"
-    part = sums.with_name(".SHA256SUMS.part")
-    part.write_text("".join(lines), encoding="utf-8")
-    os.replace(part, sums)
-    return sums
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -506,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"[{done + 1}/{total}] {model_id}", flush=True)
 
     try:
-        exported = export_networks(folder, out, versions=versions, fp16=args.fp16,
+        exported = export(folder, out, versions=versions, fp16=args.fp16,
                                    progress=progress)
     except RedubError as exc:
         print(f"export_musetalk: error: {exc}", file=sys.stderr)

@@ -18,6 +18,7 @@ pytest.importorskip("transformers")
 ort = pytest.importorskip("onnxruntime")
 
 import installer.export_musetalk as em  # noqa: E402
+import installer.onnx_export as oe  # noqa: E402
 from engine.errors import RedubError  # noqa: E402
 from tests.musetalk_factory import write_official_checkpoints  # noqa: E402
 
@@ -179,9 +180,9 @@ def _only(monkeypatch, *model_ids: str) -> None:
 
 def test_large_networks_keep_their_weights_in_one_data_file(checkpoints, tmp_path,
                                                             monkeypatch):
-    monkeypatch.setattr(em, "SINGLE_FILE_LIMIT", 100_000)  # the tiny VAE decoder: ~1.4 MB
+    monkeypatch.setattr(oe, "SINGLE_FILE_LIMIT", 100_000)  # the tiny VAE decoder: ~1.4 MB
     _only(monkeypatch, "musetalk_vae_decoder")
-    exported = em.export_networks(checkpoints, tmp_path, fp16=True)
+    exported = em.export(checkpoints, tmp_path, fp16=True)
     fp32, fp16 = exported
     assert [f.name for f in fp32.files] == ["musetalk_vae_decoder.onnx",
                                             "musetalk_vae_decoder.onnx.data"]
@@ -204,7 +205,7 @@ def test_large_networks_keep_their_weights_in_one_data_file(checkpoints, tmp_pat
 
 
 def test_an_unfaithful_export_is_refused_and_removed(checkpoints, tmp_path, monkeypatch):
-    real_export = em._export_onnx
+    real_export = oe._export_onnx
 
     def tampered(module, network, path):
         real_export(module, network, path)
@@ -216,10 +217,10 @@ def test_an_unfaithful_export_is_refused_and_removed(checkpoints, tmp_path, monk
         weight.CopyFrom(onnx.numpy_helper.from_array(values, weight.name))
         onnx.save(proto, path)
 
-    monkeypatch.setattr(em, "_export_onnx", tampered)
+    monkeypatch.setattr(oe, "_export_onnx", tampered)
     _only(monkeypatch, "musetalk_vae_encoder")
     with pytest.raises(RedubError, match=r"/musetalk_vae_encoder.onnx: parity check failed"):
-        em.export_networks(checkpoints, tmp_path)
+        em.export(checkpoints, tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 
