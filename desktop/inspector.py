@@ -20,20 +20,20 @@ from typing import Callable
 from PySide6 import QtCore, QtWidgets
 
 from engine.lipsync.backend import GENERATORS
-from engine.mask import DILATION_RANGE, FEATHER_RANGE
+from engine.mask import DILATION_RANGE, FEATHER_RANGE, MASK_KINDS
 from engine.restore.backend import RESTORERS
 from engine.stabilize.backend import STABILIZERS
 from engine.project import RangeSettings
 from ui import theme
 
-MASK_KINDS = ("lower_face", "lips", "parsing")
 # What the lists show for the engine's identifiers (an unknown one shows as itself).
 LABELS = {"retrieval": "Retrieval (built in)", "wav2lip": "Wav2Lip", "wav2lip_gan": "Wav2Lip GAN",
           "musetalk": "MuseTalk 1.5", "musetalk_v10": "MuseTalk 1.0", "edtalk": "EDTalk",
           "sievesync": "SieveSync", "geometric": "Geometric (built in)",
           "liveportrait": "LivePortrait (mouth closed)", "neural": "Neutraliser model",
           "none": "None", "gfpgan": "GFPGAN", "gpen": "GPEN", "codeformer": "CodeFormer",
-          "lower_face": "Lower face", "lips": "Lips", "parsing": "Face parsing (jaw)"}
+          "lower_face": "Lower face", "lips": "Lips", "parsing": "Face parsing (jaw)",
+          "mouth": "Face parsing (mouth)"}
 CURVE_LANES = {"openness_gain": "Openness", "audio_offset_ms": "Mouth timing"}
 
 

@@ -20,7 +20,7 @@ the same coordinates, stands in for the landmark outline and keeps its dilation 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Iterable, Literal, get_args
 
 import cv2
 import numpy as np
@@ -30,7 +30,10 @@ from engine.face import geometry as geo
 
 # "parsing": the face-parsing mask (engine.face_parsing), drawn from the picture; where a
 # landmark outline stands for it (the region, the editor, restorers) it is the lower face's.
-MaskKind = Literal["lower_face", "lips", "parsing"]
+# "mouth": the mouth and lips parsed in the picture (engine.mouth_parsing); its landmark
+# outline is the lips'.
+MaskKind = Literal["lower_face", "lips", "parsing", "mouth"]
+MASK_KINDS: tuple[str, ...] = get_args(MaskKind)
 OverrideMode = Literal["replace", "exclude", "add", "erase"]
 Box = tuple[int, int, int, int]
 
@@ -43,6 +46,11 @@ OUTER_LIPS = np.arange(48, 60)
 # past the old ones, while the soft edge still stops short of the nose (the upper lip is about a
 # quarter of an inter-ocular distance below it).
 LIPS_MARGIN = 0.08
+# The mouth mask's margin around the parsed mouth (or the lips outline standing for it): wider,
+# so that with the default feather the whole new mouth is replaced, lip edges included, and
+# the soft edge lies on the skin around it.
+MOUTH_MARGIN = 0.15
+MARGINS = {"lips": LIPS_MARGIN, "mouth": MOUTH_MARGIN}
 # Where a generated chin is higher than the target's, the blend is whole down to the target's
 # chin (jaw points 4..12) and fades out a feather below it, on the neck, hiding the target's
 # chin contour; reaching further would bring in more of the donor's neck, which may be its
@@ -76,8 +84,8 @@ class MaskSettings:
     feather: float = 0.15
 
     def __post_init__(self) -> None:
-        if self.kind not in ("lower_face", "lips", "parsing"):
-            raise UsageError(f"unknown mask kind {self.kind!r} (lower_face, lips or parsing)")
+        if self.kind not in MASK_KINDS:
+            raise UsageError(f"unknown mask kind {self.kind!r} ({', '.join(MASK_KINDS)})")
         if not np.isfinite(self.dilation) or not np.isfinite(self.feather) or self.feather < 0:
             raise UsageError(f"bad mask sizes: dilation {self.dilation}, feather {self.feather}")
 
@@ -183,14 +191,14 @@ def landmark_polygon(landmarks: np.ndarray, kind: MaskKind) -> np.ndarray:
     pts = np.asarray(landmarks, dtype=np.float64)
     if pts.shape != (68, 2):
         raise ValueError(f"expected (68, 2) landmarks, got {pts.shape}")
-    return pts[OUTER_LIPS if kind == "lips" else LOWER_FACE]
+    return pts[OUTER_LIPS if kind in ("lips", "mouth") else LOWER_FACE]
 
 
 def landmark_mask(landmarks: np.ndarray, box: Box,
                   settings: MaskSettings = MaskSettings()) -> np.ndarray:
     """The lower-face or lips mask (per ``settings.kind``) of one face, in the crop ``box``."""
     scale = face_scale(landmarks)
-    grow = settings.dilation + (LIPS_MARGIN if settings.kind == "lips" else 0.0)
+    grow = settings.dilation + MARGINS.get(settings.kind, 0.0)
     poly = landmark_polygon(landmarks, settings.kind) - box[:2]
     return polygon_mask(poly, _shape(box), grow * scale, settings.feather * scale, coarse=True)
 
@@ -262,7 +270,7 @@ def frame_mask(landmarks: np.ndarray, box: Box, to_face: np.ndarray,
         mask = np.maximum.reduce(replace)
     elif outline is not None:
         poly = geo.apply(to_frame, np.asarray(outline, np.float64)) - box[:2]
-        grow = settings.dilation + (LIPS_MARGIN if settings.kind == "lips" else 0.0)
+        grow = settings.dilation + MARGINS.get(settings.kind, 0.0)
         mask = polygon_mask(poly, shape, grow * scale, feather, coarse=True)
     elif base is not None:
         mask = base.astype(np.float32, copy=True)

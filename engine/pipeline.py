@@ -38,6 +38,7 @@ from engine.maskedit import KEEP_FADE, NO_EDITS, Corrections, FrameEdits, keep_f
 from engine.media.audio import read_audio, read_mono
 from engine.media.frame import Frame
 from engine.media.probe import probe
+from engine.mouth_parsing import MouthParser, mouth_mask
 from engine.models.manifest import backend_models
 from engine.progress import CancelToken, ProgressFn, no_progress
 from engine.render import ExportSettings, RenderResult, render
@@ -81,6 +82,8 @@ def required_models(settings: SyncSettings) -> list[str]:
         models += backend_models("stabilizer", settings.stabilizer)
     if settings.mask.kind == "parsing":
         models += backend_models("parser", "bisenet")
+    if settings.mask.kind == "mouth":
+        models += backend_models("parser", "parsenet")
     return list(dict.fromkeys(models))
 
 
@@ -107,6 +110,7 @@ class SyncSession:
         self._generator = None
         self._restorer: Restorer = NoRestorer()  # prepare_sync sets the chosen one
         self._parser: FaceParser | None = None  # the "parsing" mask's model
+        self._mouth: MouthParser | None = None  # the "mouth" mask's
         self._inputs: _AudioInputs | None = None
         # Share of the source kept per analysed frame next to frames left as they are, so the
         # new mouth fades out and in rather than popping.
@@ -115,6 +119,8 @@ class SyncSession:
         # about) re-blend its crop instead of generating it again.
         self._crops: OrderedDict[int, tuple[tuple[int, int, int, int], Generated]] = OrderedDict()
         self._masks: OrderedDict[tuple, np.ndarray] = OrderedDict()  # parsing masks, likewise
+        # Mouth parsings by frame, with the generated crop they were parsed in.
+        self._mouths: OrderedDict[int, tuple[Generated, np.ndarray | None]] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- frames --------------------------------------------------------------------------
@@ -158,7 +164,10 @@ class SyncSession:
         # An edited outline stands in for the parsing mask, as for a landmark mask.
         base = None if face is None or fixes.outline is not None \
             else self._parsed(frame, face, box)
-        return _blend(frame, self._generated(frame, k, box), a, k, settings, fixes, base)
+        gen = self._generated(frame, k, box)
+        if self._mouth is not None and fixes.outline is None:
+            base = self._mouth_mask(frame, gen, k, settings)
+        return _blend(frame, gen, a, k, settings, fixes, base)
 
     def _parsed(self, frame: Frame, face: tuple[int, int, int, int],
                 box: tuple[int, int, int, int]) -> np.ndarray:
@@ -174,6 +183,22 @@ class SyncSession:
             while len(self._masks) > CROP_CACHE:
                 self._masks.popitem(last=False)
         return mask
+
+    def _mouth_mask(self, frame: Frame, gen: Generated, k: int,
+                    settings: SyncSettings) -> np.ndarray:
+        """The mouth mask of ``frame`` with ``gen`` in it; the parsing is kept while ``gen``
+        is the frame's crop, so edits re-apply only dilation, feather and overrides."""
+        x0, y0, x1, _ = (int(round(v)) for v in self.analysis.crop_boxes[k])
+        crop = (x0, y0, x1, y0 + x1 - x0)
+        with self._lock:
+            cached = self._mouths.get(frame.index)
+        if cached is None or cached[0] is not gen:
+            cached = (gen, self._mouth.distance(frame, gen, crop))
+            with self._lock:
+                self._mouths[frame.index] = cached
+                while len(self._mouths) > CROP_CACHE:
+                    self._mouths.popitem(last=False)
+        return mouth_mask(cached[1], self.analysis.landmarks[k], crop, gen.box, settings.mask)
 
     def _generated(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
         with self._lock:
@@ -240,8 +265,12 @@ class SyncSession:
         if self._parser is not None:
             self._parser.close()
             self._parser = None
+        if self._mouth is not None:
+            self._mouth.close()
+            self._mouth = None
         self._crops.clear()
         self._masks.clear()
+        self._mouths.clear()
 
     def __enter__(self) -> SyncSession:
         return self
@@ -277,6 +306,8 @@ def prepare_sync(video: str | os.PathLike, dub: str | os.PathLike, *, dub_offset
     session._restorer, session.duration = restorer, duration
     if settings.mask.kind == "parsing":
         session._parser = FaceParser()
+    if settings.mask.kind == "mouth":
+        session._mouth = MouthParser()
     notes = session.notes
     # The analysis covers the edits and the footage to learn from (the whole clip by default).
     learn = settings.train_range or (0.0, duration)
@@ -422,7 +453,9 @@ def _region(landmarks: np.ndarray, crop_box: np.ndarray, frame: Frame,
 
     Working on this box rather than the whole face crop saves most of the per-frame cost.
     """
-    poly = landmark_polygon(landmarks, settings.mask.kind)
+    # A parsed new mouth may open down towards the chin, past the target's lips.
+    kind = "lower_face" if settings.mask.kind == "mouth" else settings.mask.kind
+    poly = landmark_polygon(landmarks, kind)
     if face is not None:
         poly = np.concatenate([poly, np.reshape(mask_extent(face), (2, 2))])
     # Room for the soft edge, and for a chin that drops lower than the original's.

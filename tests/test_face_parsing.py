@@ -318,7 +318,7 @@ def test_parsing_is_a_mask_kind_of_ranges_and_needs_the_parser_model(tmp_path):
     from engine.project import MediaRef, Project, RangeSettings, SyncRange
 
     assert MaskSettings(kind="parsing").kind == "parsing"
-    with pytest.raises(UsageError, match="lower_face, lips or parsing"):
+    with pytest.raises(UsageError, match="lower_face, lips, parsing"):
         MaskSettings(kind="jaw")
     assert MODEL_ID in required_models(SyncSettings(mask=MaskSettings(kind="parsing")))
     assert MODEL_ID not in required_models(SyncSettings())

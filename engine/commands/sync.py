@@ -33,9 +33,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--restore-fidelity", type=float, default=SyncSettings.restore_fidelity,
                    metavar="W", help="0..1: CodeFormer's fidelity weight, 1 keeps closest to "
                    f"the generated mouth (default: {SyncSettings.restore_fidelity})")
-    p.add_argument("--mask", default="lower_face", choices=["lower_face", "lips", "parsing"],
+    p.add_argument("--mask", default="lower_face",
+                   choices=["lower_face", "lips", "parsing", "mouth"],
                    help="where the mouth may change: the lower face or the lips from the "
-                   "landmarks, or face parsing (MuseTalk's jaw mask; downloads its model)")
+                   "landmarks, or face parsing (parsing: MuseTalk's jaw mask; mouth: Video "
+                   "ReTalking's mouth and lips; each downloads its model)")
     p.add_argument("--train-range", metavar="IN-OUT",
                    help="footage to learn the speaker's mouth from (default: the whole clip)")
     p.add_argument("--openness", type=float, default=1.0, help="mouth openness gain")
