@@ -18,16 +18,10 @@ from engine.models.store import import_model
 from engine.stabilize.backend import Framing
 from engine.stabilize.geometric import GeometricStabilizer
 from tests.face_clip import write_face_clip
+from tests.retalking_factory import template_3d
 
 TINY = {"blocks": (1, 1, 1, 1), "width": 4}
 FRAMING = Framing(centre=(0.5, 0.6), side=1.5, size=128)
-
-
-def _template_3d() -> np.ndarray:
-    """A 3D face (68, 3), y up: the canonical 68-point template with depth at the nose."""
-    t = geo.TEMPLATE_68
-    x, y = (t[:, 0] - 0.5) * 1.8, -(t[:, 1] - 0.55) * 1.8
-    return np.stack([x, y, 0.5 * np.exp(-4 * (x ** 2 + y ** 2))], 1)
 
 
 # -- architecture and standard landmarks ---------------------------------------------------------
@@ -81,7 +75,7 @@ def test_lm3d_std_is_the_five_point_reduction_of_the_mat(tmp_path):
 # -- alignment -----------------------------------------------------------------------------------
 
 def test_align_face_recovers_a_known_placement_and_centres_the_face():
-    face3d = _template_3d()
+    face3d = template_3d()
     lm3d_std = deep3d_points(face3d)
     h, w = 240, 320
     scale, angle, (tx, ty) = 95.0, np.radians(12), (170.0, 131.0)
@@ -104,9 +98,9 @@ def test_align_face_recovers_a_known_placement_and_centres_the_face():
 
 
 def test_align_face_outside_the_picture_is_black():
-    lm3d_std = deep3d_points(_template_3d())
+    lm3d_std = deep3d_points(template_3d())
     image = np.full((128, 128, 3), 200, np.uint8)
-    up = _template_3d()[:, :2] * 40 + (10, 118)  # a face at the top-left corner
+    up = template_3d()[:, :2] * 40 + (10, 118)  # a face at the top-left corner
     aligned, _ = align_face(image, np.stack([up[:, 0], 127 - up[:, 1]], 1), lm3d_std)
     assert (aligned[:80, :80] == 0).all() and (aligned[150:, 150:] == 200).all()
 
@@ -130,7 +124,7 @@ def tiny_model(tmp_path_factory):
                                 output_names=["coeffs"], dynamo=True, opset_version=18,
                                 dynamic_shapes={"image": {0: torch.export.Dim("B")}})
     program.model.metadata_props["lm3d_std"] = json.dumps(
-        deep3d_points(_template_3d()).tolist())
+        deep3d_points(template_3d()).tolist())
     program.save(str(path), external_data=False)
     return path
 
