@@ -25,6 +25,7 @@ from engine.models.store import check_file_contract, import_model  # noqa: E402
 from tests.conftest import shared_clip  # noqa: E402
 from tests.face_clip import write_face_clip  # noqa: E402
 from tests.generator_harness import edited_frames_change_only_in_mask  # noqa: E402
+from tests.model_server import server  # noqa: E402,F401  (a fixture)
 from tests.retalking_factory import (MODELS, retalking_onnx, template_3d,  # noqa: E402,F401
                                      write_official_checkpoints)
 
@@ -107,3 +108,46 @@ def test_redub_sync_runs_retalking_with_dnet_end_to_end(retalking_onnx, tmp_path
     # Every frame of the range is redrawn by the random networks, inside the mask only.
     changed = edited_frames_change_only_in_mask(clip, out, span)
     assert changed == list(range(5, 13))
+
+
+def test_the_shipped_manifest_names_the_release_and_its_products():
+    from engine.models.manifest import backends, checkpoint_sets
+
+    release = checkpoint_sets()["retalking"]
+    assert set(release.files) == {er.DNET, er.LNET, er.ENET, er.FACE3D,
+                                               er.EXPRESSION, er.BFM, er.PARSENET}
+    assert all(f.urls == (f"https://github.com/vinthony/video-retalking/releases/download/"
+                          f"v0.0.1/{f.path}",) for f in release.files.values())
+    assert release.converter == "installer.export_retalking:convert"
+    for model_id in MODELS:
+        entry = get_entry(model_id)
+        assert entry.convert.checkpoints == "retalking" and entry.license and not entry.urls
+    assert backends("stabilizer")["dnet"] == "engine.stabilize.dnet:DNetStabilizer"
+    assert backends("generator")["retalking"] == "engine.lipsync.retalking:RetalkingGenerator"
+    # The restorer the original finishes with: GFPGAN v1.3, as FaceFusion publishes it.
+    assert get_entry("gfpgan_1.3").urls[0].endswith("/models-3.0.0/gfpgan_1.3.onnx")
+
+
+def test_retalking_is_downloaded_as_the_release_and_converted(tmp_path, monkeypatch, server):
+    from engine.models import download, mirror
+    from engine.models.download import install_models
+    from engine.models.store import model_state
+    from tests.test_models_musetalk import serve_checkpoints
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("REDUB_MODELS_DIR", str(models))
+    monkeypatch.delenv(mirror.ENV, raising=False)
+    monkeypatch.setattr(download, "CHUNK", 1 << 16)
+    release = write_official_checkpoints(tmp_path / "upstream")
+    serve_checkpoints(server, tmp_path, monkeypatch, release, "retalking")
+    seen = []
+    wanted = ["retalking_face3d", "retalking_dnet"]  # the dnet stabilizer's models
+    paths = install_models(wanted, progress=lambda *report: seen.append(report))
+    assert paths == [models / f"{m}.onnx" for m in wanted]
+    # The whole release is fetched once and converted in one run: ENet and ParseNet too.
+    assert sorted(r[0] for r in server.requests) == sorted(
+        f"hf/{p.name}" for p in release.iterdir())
+    assert {s for s, _, _ in seen if s.startswith("convert ")} >= {
+        f"convert {m}" for m in MODELS}
+    for model_id in MODELS:
+        assert model_state(get_entry(model_id)) == "verified"

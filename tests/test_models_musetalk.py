@@ -297,11 +297,11 @@ def official(upstream, tmp_path, monkeypatch, server):
 
 
 def serve_checkpoints(server: ModelServer, tmp_path: Path, monkeypatch,
-                      root: Path | None) -> None:
-    """Point the shipped manifest's checkpoint URLs at ``server``, serving the files under
-    ``root`` (none when ``root`` is None)."""
+                      root: Path | None, name: str = "musetalk") -> None:
+    """Point the shipped manifest's URLs of checkpoint set ``name`` at ``server``, serving the
+    files under ``root`` (none when ``root`` is None)."""
     data = json.loads(manifest.MANIFEST_PATH.read_text(encoding="utf-8"))
-    for spec in data["checkpoints"]["musetalk"]["files"]:
+    for spec in data["checkpoints"][name]["files"]:
         spec.update(urls=[server.url(f"hf/{spec['path']}")], sha256=None, size=None)
         if root is not None:
             body = (root / spec["path"]).read_bytes()
