@@ -26,7 +26,7 @@ import numpy as np
 
 from engine.errors import RedubError
 from installer.onnx_export import (Exported, Network, export_networks, load_strict,
-                                   read_state, require_modules, write_sums)
+                                   print_report, read_state, require_modules)
 
 VERSIONS = ("v15", "v10")
 UNET_FILES = {"v15": ("musetalkV15/musetalk.json", "musetalkV15/unet.pth"),
@@ -293,11 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RedubError as exc:
         print(f"export_musetalk: error: {exc}", file=sys.stderr)
         return 1
-    for e in exported:
-        size = sum(f.stat().st_size for f in e.files) / 1e6
-        print(f"{e.model_id}: {' + '.join(f.name for f in e.files)}, {size:.1f} MB, "
-              f"max |onnxruntime - torch| {e.difference:.2e} (tolerance {e.tolerance:.1e})")
-    print(f"{write_sums(out, [f for e in exported for f in e.files])}")
+    print_report(exported, out)
     return 0
 
 

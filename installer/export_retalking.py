@@ -31,7 +31,7 @@ import numpy as np
 
 from engine.errors import RedubError
 from installer.onnx_export import (Exported, Network, export_networks, load_strict,
-                                   read_checkpoint, require_modules, write_sums)
+                                   print_report, read_checkpoint, require_modules)
 
 DNET, LNET, ENET = "DNet.pt", "LNet.pth", "ENet.pth"
 FACE3D, EXPRESSION, BFM, PARSENET = ("face3d_pretrain_epoch_20.pth", "expression.mat", "BFM.zip",
@@ -278,11 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RedubError as exc:
         print(f"export_retalking: error: {exc}", file=sys.stderr)
         return 1
-    for e in exported:
-        size = sum(f.stat().st_size for f in e.files) / 1e6
-        print(f"{e.model_id}: {' + '.join(f.name for f in e.files)}, {size:.1f} MB, "
-              f"max |onnxruntime - torch| {e.difference:.2e} (tolerance {e.tolerance:.1e})")
-    print(f"{write_sums(Path(args.output), [f for e in exported for f in e.files])}")
+    print_report(exported, Path(args.output))
     return 0
 
 

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import spectral_norm
 
+from installer.dnet_arch import ADAIN, LayerNorm2d
 from installer.onnx_export import state_mismatch
 
 LNET_SIZE = 96  # ENet runs LNet on the face resized to this
@@ -72,19 +73,6 @@ def audio_encoder(descriptor_nc: int) -> nn.Sequential:
         AudioConv(256, 512, 3, 1, 0),  # 1x1
         AudioConv(512, descriptor_nc, 1, 1, 0),
     )
-
-
-class LayerNorm2d(nn.Module):
-    """Layer norm over (C, H, W) with a per-channel scale and shift."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels, 1, 1))
-        self.bias = nn.Parameter(torch.zeros(channels, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = x.shape[1:]
-        return F.layer_norm(x, shape, self.weight.expand(shape), self.bias.expand(shape))
 
 
 class ConvBlock(nn.Module):
@@ -282,21 +270,6 @@ class FFC(nn.Module):
     def forward(self, x_l: torch.Tensor, x_g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return (self.convl2l(x_l) + self.convg2l(x_g),
                 self.convl2g(x_l) + self.convg2g(x_g))
-
-
-class ADAIN(nn.Module):
-    """Instance norm, then a scale (1 + gamma) and shift beta computed from the audio."""
-
-    def __init__(self, channels: int, feature_nc: int, hidden: int = 128) -> None:
-        super().__init__()
-        self.mlp_shared = nn.Sequential(nn.Linear(feature_nc, hidden), nn.ReLU())
-        self.mlp_gamma = nn.Linear(hidden, channels)
-        self.mlp_beta = nn.Linear(hidden, channels)
-
-    def forward(self, x: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
-        actv = self.mlp_shared(feature)
-        gamma, beta = self.mlp_gamma(actv)[:, :, None, None], self.mlp_beta(actv)[:, :, None, None]
-        return F.instance_norm(x) * (1 + gamma) + beta
 
 
 class FFCAdain(nn.Module):

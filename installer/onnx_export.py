@@ -373,3 +373,12 @@ def write_sums(out: Path, files: Sequence[Path]) -> Path:
     part.write_text("".join(lines), encoding="utf-8")
     os.replace(part, sums)
     return sums
+
+
+def print_report(exported: Sequence[Exported], out: Path) -> None:
+    """Each written network's files, size and parity figure, then ``out/SHA256SUMS``."""
+    for e in exported:
+        size = sum(f.stat().st_size for f in e.files) / 1e6
+        print(f"{e.model_id}: {' + '.join(f.name for f in e.files)}, {size:.1f} MB, "
+              f"max |onnxruntime - torch| {e.difference:.2e} (tolerance {e.tolerance:.1e})")
+    print(write_sums(out, [f for e in exported for f in e.files]))

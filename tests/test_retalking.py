@@ -17,7 +17,7 @@ from engine.errors import RedubError, UsageError
 from engine.face import face3d
 from engine.face import geometry as geo
 from engine.face.analysis import analyze_range
-from engine.lipsync import retalking
+from engine.lipsync import batches, retalking
 from engine.lipsync.backend import create_generator
 from engine.lipsync.wav2lip import FRAMING as WAV2LIP_FRAMING
 from engine.media.frame import planes_from_av
@@ -356,7 +356,7 @@ def test_enet_gets_the_masked_original_the_enhanced_reference_and_the_mel(tmp_pa
 
 
 def test_gpu_providers_run_enet_in_batches_of_16(monkeypatch):
-    monkeypatch.setattr(retalking, "provider_order", lambda preferred: [
+    monkeypatch.setattr(batches, "provider_order", lambda preferred: [
         ("CUDAExecutionProvider", {}), ("CPUExecutionProvider", {})])
     assert create_generator("retalking").batch == 16
     assert create_generator("retalking", batch=2).batch == 2

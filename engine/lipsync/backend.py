@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+import cv2
 import numpy as np
 
 from engine.audio import AudioFeatures
@@ -66,6 +67,20 @@ class Generator(Protocol):
 
     def close(self) -> None:
         """Release readers and sessions."""
+
+
+def paste_crop(frame: Frame, box: tuple[int, int, int, int], crop: np.ndarray,
+               matrix: np.ndarray) -> np.ndarray:
+    """The RGB picture of ``box`` in ``frame`` with ``crop`` (RGB uint8, made through the
+    frame-to-crop ``matrix``) warped back over it; box pixels the crop does not cover keep the
+    frame's."""
+    x0, y0, x1, y1 = box
+    back = cv2.invertAffineTransform(matrix)
+    back[:, 2] -= (x0, y0)
+    image = np.array(frame.rgb_region(x0, y0, x1, y1))
+    cv2.warpAffine(crop, back, (x1 - x0, y1 - y0), dst=image, flags=cv2.INTER_LINEAR,
+                   borderMode=cv2.BORDER_TRANSPARENT)
+    return image
 
 
 def create_generator(name: str, **options: object) -> Generator:

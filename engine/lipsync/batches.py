@@ -14,9 +14,16 @@ from typing import Callable, Generic, TypeVar
 import numpy as np
 
 from engine.errors import RedubError
+from engine.models.session import CPU, providers as provider_order
 
 T = TypeVar("T")
 KEPT_BATCHES = 3
+
+
+def default_batch(providers: list[str] | None, cpu: int, gpu: int) -> int:
+    """``cpu`` frames per run when the CPU comes first among ``providers``, else ``gpu``:
+    a GPU wants larger batches, a CPU's memory and latency smaller ones."""
+    return cpu if provider_order(providers)[0][0] == CPU else gpu
 
 
 class BatchGrid(Generic[T]):

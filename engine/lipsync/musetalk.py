@@ -31,7 +31,7 @@ import numpy as np
 from engine.audio.whisper import ENCODER_STEPS, WhisperFeatures
 from engine.errors import RedubError, UsageError
 from engine.lipsync.backend import Generated, SyncContext
-from engine.lipsync.batches import BatchGrid
+from engine.lipsync.batches import BatchGrid, default_batch
 from engine.media.frame import Frame
 from engine.media.reader import VideoReader
 from engine.models.manifest import get_entry
@@ -103,7 +103,7 @@ class MuseTalkGenerator:
         if version not in EXTRA_MARGIN:
             raise UsageError(f"unknown MuseTalk version '{version}' (known: v15, v10)")
         if batch is None:
-            batch = CPU_BATCH if provider_order(providers)[0][0] == CPU else GPU_BATCH
+            batch = default_batch(providers, CPU_BATCH, GPU_BATCH)
         if batch < 1:
             raise ValueError("batch must be at least 1")
         self.version = version

@@ -26,13 +26,13 @@ import numpy as np
 from engine.errors import RedubError
 from engine.face import geometry as geo
 from engine.face.pixels import warp
-from engine.lipsync.backend import Generated, SyncContext
-from engine.lipsync.batches import BatchGrid
+from engine.lipsync.backend import Generated, SyncContext, paste_crop
+from engine.lipsync.batches import BatchGrid, default_batch
 from engine.lipsync.wav2lip import FRAMING as WAV2LIP_FRAMING
 from engine.media.frame import Frame
 from engine.media.reader import VideoReader
 from engine.models.manifest import get_entry
-from engine.models.session import CPU, ModelSession, providers as provider_order, session_for
+from engine.models.session import ModelSession, session_for
 from engine.models.store import model_path
 from engine.restore.align import ffhq_matrix, from_aligned, to_aligned
 from engine.restore.gpen import GPENRestorer
@@ -69,7 +69,7 @@ class RetalkingGenerator:
     def __init__(self, batch: int | None = None, providers: list[str] | None = None,
                  cache_bytes: int = 64 << 20) -> None:
         if batch is None:
-            batch = CPU_BATCH if provider_order(providers)[0][0] == CPU else GPU_BATCH
+            batch = default_batch(providers, CPU_BATCH, GPU_BATCH)
         if batch < 1:
             raise ValueError("batch must be at least 1")
         self.batch = batch
@@ -115,14 +115,8 @@ class RetalkingGenerator:
 
     def generate(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
         face, matrix = self._grid.get(k)
-        x0, y0, x1, y1 = box
-        # Crop pixels -> box pixels; box pixels the crop does not cover keep the frame's.
-        back = cv2.invertAffineTransform(matrix)
-        back[:, 2] -= (x0, y0)
-        image = np.array(frame.rgb_region(x0, y0, x1, y1))
-        cv2.warpAffine(face, back, (x1 - x0, y1 - y0), dst=image, flags=cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_TRANSPARENT)
-        return Generated(box=box, image=image, landmarks=self._analysis.landmarks[k])
+        return Generated(box=box, image=paste_crop(frame, box, face, matrix),
+                         landmarks=self._analysis.landmarks[k])
 
     def close(self) -> None:
         if self._reader is not None:

@@ -16,11 +16,10 @@ multi-band blending.
 """
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from engine.errors import RedubError
-from engine.lipsync.backend import Generated, SyncContext
+from engine.lipsync.backend import Generated, SyncContext, paste_crop
 from engine.lipsync.batches import BatchGrid
 from engine.media.frame import Frame
 from engine.media.reader import VideoReader
@@ -73,14 +72,8 @@ class Wav2LipGenerator:
 
     def generate(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
         face, matrix = self._grid.get(k)
-        x0, y0, x1, y1 = box
-        # Crop pixels -> box pixels; box pixels the crop does not cover keep the frame's.
-        back = cv2.invertAffineTransform(matrix)
-        back[:, 2] -= (x0, y0)
-        image = np.array(frame.rgb_region(x0, y0, x1, y1))
-        cv2.warpAffine(face, back, (x1 - x0, y1 - y0), dst=image, flags=cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_TRANSPARENT)
-        return Generated(box=box, image=image, landmarks=self._analysis.landmarks[k])
+        return Generated(box=box, image=paste_crop(frame, box, face, matrix),
+                         landmarks=self._analysis.landmarks[k])
 
     def close(self) -> None:
         if self._reader is not None:
