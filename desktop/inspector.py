@@ -29,9 +29,11 @@ from ui import theme
 # What the lists show for the engine's identifiers (an unknown one shows as itself).
 LABELS = {"retrieval": "Retrieval (built in)", "wav2lip": "Wav2Lip", "wav2lip_gan": "Wav2Lip GAN",
           "musetalk": "MuseTalk 1.5", "musetalk_v10": "MuseTalk 1.0", "edtalk": "EDTalk",
-          "sievesync": "SieveSync", "geometric": "Geometric (built in)",
-          "liveportrait": "LivePortrait (mouth closed)", "neural": "Neutraliser model",
-          "none": "None", "gfpgan": "GFPGAN", "gpen": "GPEN", "codeformer": "CodeFormer",
+          "sievesync": "SieveSync", "retalking": "Video ReTalking",
+          "geometric": "Geometric (built in)", "liveportrait": "LivePortrait (mouth closed)",
+          "neural": "Neutraliser model", "dnet": "D-Net (neutral expression)",
+          "none": "None", "gfpgan": "GFPGAN 1.4", "gfpgan_1.3": "GFPGAN 1.3", "gpen": "GPEN",
+          "codeformer": "CodeFormer",
           "lower_face": "Lower face", "lips": "Lips", "parsing": "Face parsing (jaw)",
           "mouth": "Face parsing (mouth)"}
 CURVE_LANES = {"openness_gain": "Openness", "audio_offset_ms": "Mouth timing"}
@@ -53,7 +55,9 @@ class Inspector(QtWidgets.QWidget):
         self.backend = self._combo("backend", tuple(GENERATORS))
         self.stabilizer = self._combo("stabilizer", tuple(STABILIZERS))
         self.stabilizer.setToolTip("The face crops neural backends draw on; LivePortrait "
-                                   "closes the mouth first, so the old one does not show through")
+                                   "closes the mouth first, so the old one does not show "
+                                   "through; D-Net (Video ReTalking's) re-renders the face with "
+                                   "a neutral expression")
         self.restorer = self._combo("restorer", tuple(RESTORERS))
         self.strength = self._spin("restorer_strength", 0.0, 1.0, 0.05, 2)
         self.mask_kind = self._combo("mask_kind", MASK_KINDS)
