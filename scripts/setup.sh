@@ -3,10 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# sounddevice needs PortAudio; Qt's xcb platform needs the X libraries (also under Xvfb).
+# sounddevice needs PortAudio; Qt's xcb platform needs the X libraries (also under Xvfb);
+# melt (Kdenlive's MLT engine) renders the timelines the batch writes, for the round-trip tests.
 DEBS=(libportaudio2 libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0
       libxcb-shape0 libxcb-xkb1 libxcb-cursor0 libxkbcommon-x11-0 libxkbcommon0 libegl1
-      libgl1 libfontconfig1 libdbus-1-3)
+      libgl1 libfontconfig1 libdbus-1-3 melt)
 missing=()
 for pkg in "${DEBS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
