@@ -12,7 +12,7 @@ from typing import Sequence
 from engine.errors import RedubError, UsageError
 
 # Each module defines register(subparsers) and sets the parser's ``run(args) -> int`` default.
-COMMANDS = ("probe", "render", "analyze", "sync", "models")
+COMMANDS = ("probe", "render", "analyze", "sync", "batch", "models")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -26,6 +26,9 @@ class ExportSettings:
     codec: str = "h264"
     quality: dict[str, str] = field(default_factory=dict)  # encoder options: crf, preset, ...
     audio_mode: str = "ranges"  # "ranges": dub only inside the ranges; "all": dub everywhere
+    # Frames [first, stop) of the source only (None: all), written from time 0 with the start
+    # timecode of the first: a shot for an NLE to relink by timecode.
+    span: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         # Refused when built (CLI options, the project's export preferences), before any work.
@@ -54,6 +57,7 @@ def render(video: str | os.PathLike, settings: ExportSettings, *, dub: str | os.
     ``edit`` (if given) transforms each frame before encoding, on ``workers`` threads (it must
     be thread-safe); without it frames pass through. ``on_frame`` sees every output frame, in
     order. With ``ranges`` empty and mode "ranges", the dub plays over the whole clip.
+    ``dub_offset`` and ``ranges`` are in the source's time, also with ``settings.span``.
     ``dub_note=False`` leaves the note on a dub that ends early to the caller (the lip-sync job
     words one that also says what the mouth does).
     """
@@ -70,38 +74,45 @@ def render(video: str | os.PathLike, settings: ExportSettings, *, dub: str | os.
             if start >= info.duration or end <= 0:
                 raise UsageError(f"range {start:.3f}-{end:.3f} s lies outside the clip "
                                  f"(0-{info.duration:.3f} s)")
+        first, stop = _span(settings.span, reader.frame_count, video)
+        # The output's time 0 is the first written frame: the audio is placed against it.
+        origin = float(reader.times[first])
+        end = float(reader.times[stop]) if stop < reader.frame_count else info.duration
         src_audio = reader.media.audio[0] if reader.media.audio else None
         mode = settings.audio_mode if ranges else "all"
         mix = None
         if src_audio is not None or dub is not None:
             mix = DubMix(source=video if src_audio is not None else None,
-                         source_offset=(src_audio.start_time - info.start_time) if src_audio else 0.0,
+                         source_offset=((src_audio.start_time - info.start_time) if src_audio
+                                        else 0.0) - origin,
                          source_stream=src_audio.index if src_audio else None,
-                         dub=dub, dub_offset=dub_offset, ranges=list(ranges) or None, mode=mode)
+                         dub=dub, dub_offset=dub_offset - origin,
+                         ranges=[(a - origin, b - origin) for a, b in ranges] or None,
+                         mode=mode)
         if dub is not None and dub_note:
             dub_end = dub_offset + _audio_duration(dub)
-            if dub_end < (max(e for _, e in ranges) if ranges else info.duration) - 0.05:
+            if dub_end < (max(e for _, e in ranges) if ranges else end) - 0.05:
                 notes.append(f"the dub ends at {dub_end:.2f} s, before the edited span: "
                              "silence after it")
         try:
             with VideoWriter(settings.output, info, codec=settings.codec,
                              quality=settings.quality, audio=mix,
                              audio_sample_format=src_audio.sample_format if src_audio else None,
-                             sources=sources) as writer:
+                             sources=sources, first=first) as writer:
                 if writer.note:
                     notes.append(writer.note)
-                total = reader.frame_count
-                for frame in _edited(reader.frames(), edit, workers):
+                total = stop - first
+                for frame in _edited(reader.frames(first, stop), edit, workers):
                     if cancel is not None:
                         cancel.check()
                     writer.write(frame)
                     if on_frame is not None:
                         on_frame(frame)
-                    progress("export", frame.index + 1, total)
+                    progress("export", frame.index + 1 - first, total)
         finally:
             if mix is not None:
                 mix.close()
-    return RenderResult(path=os.path.abspath(settings.output), frames=reader.frame_count,
+    return RenderResult(path=os.path.abspath(settings.output), frames=stop - first,
                         seconds=time.monotonic() - t0, notes=notes)
 
 
@@ -129,6 +140,16 @@ def _edited(frames: Iterable[Frame], edit: FrameEdit | None, workers: int) -> It
         finally:
             for future in pending:
                 future.cancel()
+
+
+def _span(span: tuple[int, int] | None, count: int, video: str) -> tuple[int, int]:
+    """The frames [first, stop) to write; all of them without a span."""
+    if span is None:
+        return 0, count
+    first, stop = span
+    if not 0 <= first < stop <= count:
+        raise UsageError(f"frames {first}-{stop} are not inside the clip's 0-{count}", video)
+    return first, stop
 
 
 def _audio_duration(path: str | os.PathLike) -> float:

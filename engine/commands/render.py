@@ -13,11 +13,14 @@ from engine.render import ExportSettings, RenderResult, render
 from engine.timecode import parse_range, parse_time
 
 
-def add_export_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by every command that writes a video."""
-    p.add_argument("-o", "--output", required=True, help="output file (never an input)")
-    p.add_argument("--codec", default="h264", choices=sorted(PRESETS),
-                   help="video codec (default h264); the extension must suit it")
+def add_export_arguments(p: argparse.ArgumentParser, output_help: str = "output file (never an "
+                         "input)", codec_default: str | None = "h264") -> None:
+    """Options shared by every command that writes video (``codec_default`` None: a batch
+    keeps each source's codec family unless --codec is given)."""
+    p.add_argument("-o", "--output", required=True, help=output_help)
+    p.add_argument("--codec", default=codec_default, choices=sorted(PRESETS),
+                   help=f"video codec (default {codec_default}); the extension must suit it"
+                   if codec_default else "video codec (default: the source's codec family)")
     p.add_argument("--crf", help="quality for h264/h265 (lower is better; default 18/20)")
     p.add_argument("--preset", help="x264/x265 speed preset (default medium)")
     p.add_argument("--audio-mode", choices=("ranges", "all"), default="ranges",

@@ -52,6 +52,7 @@ class VideoStreamInfo:
     bit_rate: int | None
     truncated: bool = False  # the file declares more video than it holds
     start_timecode: str | None = None  # source timecode of the first frame (HH:MM:SS:FF)
+    reel_name: str | None = None  # the tape or card it came from, as NLEs relink by
     index_data: FrameIndex | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -131,8 +132,8 @@ def _probe_identified(path: str, size: int, mtime_ns: int) -> MediaInfo:
 def _probe(path: str) -> MediaInfo:
     container = open_input(path)
     try:
-        timecode = _start_timecode(container)
-        video = [_probe_video(path, s, timecode) for s in container.streams.video
+        timecode, reel = _start_timecode(container), _reel_name(container)
+        video = [_probe_video(path, s, timecode, reel) for s in container.streams.video
                  if not _is_cover_art(s)]
         audio = [_probe_audio(s) for s in container.streams.audio]
         if not video and not audio:
@@ -153,13 +154,27 @@ def _is_cover_art(stream: av.VideoStream) -> bool:
 def _start_timecode(container: av.container.InputContainer) -> str | None:
     """The source timecode of the first frame: a QuickTime/MP4 'tmcd' track (FFmpeg shows it
     on the track and the video stream), or the container's tag (MXF, Matroska)."""
-    for stream in [*container.streams.video, *container.streams.data]:
-        if stream.metadata.get("timecode"):
-            return stream.metadata["timecode"]
-    return container.metadata.get("timecode") or None
+    return _tag(container, "timecode")
 
 
-def _probe_video(path: str, stream: av.VideoStream, timecode: str | None) -> VideoStreamInfo:
+def _reel_name(container: av.container.InputContainer) -> str | None:
+    """The reel (tape) name: QuickTime keeps it on the timecode track, MXF on the video
+    stream, Matroska as a tag."""
+    return _tag(container, "reel_name")
+
+
+def _tag(container: av.container.InputContainer, name: str) -> str | None:
+    """A tag of the video or data streams, else of the container; Matroska's come upper-cased."""
+    for meta in [*(s.metadata for s in [*container.streams.video, *container.streams.data]),
+                 container.metadata]:
+        for key, value in meta.items():
+            if key.lower() == name and value:
+                return value
+    return None
+
+
+def _probe_video(path: str, stream: av.VideoStream, timecode: str | None,
+                 reel: str | None) -> VideoStreamInfo:
     cc = stream.codec_context
     if cc is None or cc.codec is None:
         raise RedubError("unsupported video codec (no decoder for this stream's format)", path)
@@ -195,7 +210,7 @@ def _probe_video(path: str, stream: av.VideoStream, timecode: str | None) -> Vid
         start_time=float(index.pts[0] * tb), rotation=rotation,
         sample_aspect_ratio=Fraction(stream.sample_aspect_ratio or 1),
         color=_color(cc, first),
-        bit_rate=cc.bit_rate or None, index_data=index, start_timecode=timecode,
+        bit_rate=cc.bit_rate or None, index_data=index, start_timecode=timecode, reel_name=reel,
         truncated=_is_truncated(stream, index, duration))
 
 

@@ -21,6 +21,7 @@ from engine.errors import RedubError, UsageError
 from engine.media.codecs import audio_codec_for, get_preset
 from engine.media.frame import Frame, av_from_planes, native_format, turned_format
 from engine.media.probe import VideoStreamInfo
+from engine.timecode import format_timecode
 
 _AUDIO_BLOCK = 1024  # AAC's frame size; PCM takes any
 
@@ -61,7 +62,9 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, like: VideoStreamInfo, *, codec: str = "h264",
                  quality: dict[str, str] | None = None, audio: AudioSource | None = None,
                  audio_sample_format: str | None = None,
-                 sources: Iterable[str | os.PathLike] = ()) -> None:
+                 sources: Iterable[str | os.PathLike] = (), first: int = 0) -> None:
+        """``first``: the source frame a trimmed export starts at; the output's timestamps
+        count from it and its start timecode is that frame's."""
         preset = get_preset(codec)
         self.path = check_output_path(path, sources, preset.extensions)
         self.like = like
@@ -73,6 +76,11 @@ class VideoWriter:
         self._durations = (like.index_data.durations if like.index_data is not None
                            else None)
         self._rot = like.rotation // 90
+        self._pts0, self._t0 = 0, 0.0
+        if first:
+            index = like.index_data
+            self._pts0 = int(index.pts[first] - index.start_pts)
+            self._t0 = float(index.times[first])
         self._audio = audio
         self._audio_written = 0
         self._end_time = 0.0
@@ -82,8 +90,13 @@ class VideoWriter:
             if like.start_timecode:
                 # FFmpeg writes it as a timecode track (mov/mp4) or tag (mxf, mkv), so the
                 # export conforms back onto the editor's timeline at the source's timecode.
-                self._container.metadata["timecode"] = like.start_timecode
+                self._container.metadata["timecode"] = _timecode_at(like, self._t0)
             self._video = self._add_video_stream(preset.name)
+            if like.reel_name:
+                # QuickTime keeps it in the timecode track (FCP and Premiere read it there),
+                # Matroska and MXF as tags: NLEs relink by reel and timecode.
+                self._container.metadata["reel_name"] = like.reel_name
+                self._video.metadata["reel_name"] = like.reel_name
             self._astream = (self._add_audio_stream(audio_codec_for(ext, audio_sample_format))
                              if audio is not None else None)
         except av.FFmpegError as exc:
@@ -131,7 +144,8 @@ class VideoWriter:
         return stream
 
     def write(self, frame: Frame) -> None:
-        """Encode one frame; its ``pts`` (stream time base, first frame 0) places it."""
+        """Encode one frame; its ``pts`` (stream time base, the source's first frame 0; a
+        trimmed export's ``first`` frame becomes 0) places it."""
         planes, pix_fmt = frame.planes, frame.pix_fmt
         w, h = frame.width, frame.height
         if self._rot:
@@ -150,9 +164,10 @@ class VideoWriter:
             av_frame = av_frame.reformat(format=self.settings.pix_fmt, src_colorspace=matrix,
                                          dst_colorspace=matrix, src_color_range=rng,
                                          dst_color_range=rng)
-        av_frame.pts = frame.pts
+        av_frame.pts = frame.pts - self._pts0
         av_frame.time_base = self.like.time_base
-        self._end_time = max(self._end_time, frame.time + self._frame_duration(frame))
+        self._end_time = max(self._end_time,
+                             frame.time - self._t0 + self._frame_duration(frame))
         try:
             for packet in self._video.encode(av_frame):
                 self._container.mux(packet)
@@ -240,6 +255,14 @@ class VideoWriter:
             self.close()
         else:
             self.abort()
+
+
+def _timecode_at(like: VideoStreamInfo, seconds: float) -> str:
+    """The source timecode of the frame ``seconds`` after ``like``'s first (drop-frame kept)."""
+    if not seconds:
+        return like.start_timecode
+    return format_timecode(seconds, like.frame_rate, ";" in like.start_timecode,
+                           like.clock.start_frame)
 
 
 def _write_error(exc: Exception, path: str) -> RedubError:

@@ -1,0 +1,1 @@
+"""Editor round trip: timelines in, shots re-synced, timelines out (no Qt)."""
