@@ -42,6 +42,7 @@ from desktop.relink_dialog import ask_relink
 from desktop.renders import Render, Renders
 from desktop.settings import Settings
 from desktop.shortcut_sheet import ShortcutSheet
+from desktop.timeline_panel import TimelineBatch
 from engine.errors import RedubError
 from engine.face.analysis import FaceAnalysis, Target, analyze_range
 from engine.mask import landmark_polygon
@@ -292,6 +293,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.status_time.rejected.connect(lambda text: self.statusBar().showMessage(text, 6000))
         self.statusBar().addPermanentWidget(self.status_time)
         self.setAcceptDrops(True)
+        self.batch = TimelineBatch(self)  # File > Open Timeline: the Shots dock, Render All
         self._build_actions()
 
         self.playback.frame_ready.connect(self._on_frame)
@@ -374,11 +376,13 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(f, "&Open…", self.choose_open, K(S.Open))
         self.recent_menu = f.addMenu("Open &Recent")
         self._action(f, "Import &Dub Audio…", self.choose_dub, K("Ctrl+Shift+I"))
+        self._action(f, "Open &Timeline…", self.batch.choose_open, K("Ctrl+Shift+O"))
         f.addSeparator()
         self.save_action = self._action(f, "&Save Project", self.save, K(S.Save))
         self._action(f, "Save Project &As…", self.save_as, K("Ctrl+Shift+S"))
         f.addSeparator()
         self.export_action = self._action(f, "&Export…", self.export_dialog, K("Ctrl+E"))
+        self._action(f, "Export Ti&meline…", self.batch.choose_export)
         f.addSeparator()
         self._action(f, "&Quit", self.close, K(S.Quit))
         e = bar.addMenu("&Edit")
@@ -425,6 +429,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.transport_actions = p.actions()  # enabled with a clip (_refresh)
         r = bar.addMenu("&Render")
         self.render_action = self._action(r, "&Render Range", self.render_range, K("R"))
+        self._action(r, "Render &All Shots", self.batch.render_all, K("Shift+R"))
         v = bar.addMenu("&View")
         compare = QtGui.QActionGroup(self)
         self.compare_actions: dict[str, QtGui.QAction] = {}

@@ -6,10 +6,11 @@ handles, an exclusion region, curves and a keep-original span in the keyframe la
 close-up of the editor on the mouth; then a render of the fast head swings of the shared clip
 ``talk_d12_512.mp4``: the frames it leaves with their own mouth (the face could not be placed)
 marked on the timeline, the playhead on the first mark; then several ranges on one timeline,
-the window at 1280x720 and 1440x900 (every lane in view), and the timeline at its deepest zoom
-(waveforms there join the peaks' buckets rather than drawing blocks). The default clip and dub
-are the shared test media. Settings go to a temporary file, so the user's layout and recent
-files are untouched.
+the window at 1280x720 and 1440x900 (every lane in view), the timeline at its deepest zoom
+(waveforms there join the peaks' buckets rather than drawing blocks), and File > Open
+Timeline: the Shots dock of a three-shot timeline and a shot opened from it. The default clip
+and dub are the shared test media. Settings go to a temporary file, so the user's layout and
+recent files are untouched.
 """
 from __future__ import annotations
 
@@ -138,6 +139,63 @@ def shortcut_sheet_shot(window, settle: Callable, shot: Callable) -> None:
     window.shortcut_sheet.close()
 
 
+def timeline_shots(window, folder: str, wait: Callable, settle: Callable,
+                   shot: Callable) -> None:
+    """File > Open Timeline: the Shots dock for a timeline of three shared clips with their
+    dubs, then a shot opened in the editor (its range and dub placed)."""
+    import opentimelineio as otio
+    from PySide6 import QtCore
+
+    from engine.media.probe import probe
+
+    rate = 25
+    edit = otio.schema.Timeline(name="ep101 dub")
+    edit.global_start_time = otio.opentime.from_timecode("01:00:00:00", rate)
+    video = otio.schema.Track(name="V1", kind=otio.schema.TrackKind.Video)
+    dubs = otio.schema.Track(name="Dub FR", kind=otio.schema.TrackKind.Audio)
+
+    def clip(name: str, first: int, frames: int) -> otio.schema.Clip:
+        info = probe(SHARED_MEDIA / name)
+        count = info.video[0].frame_count if info.video else round(info.duration * rate)
+        ref = otio.schema.ExternalReference(
+            target_url=str(SHARED_MEDIA / name),
+            available_range=otio.opentime.TimeRange(otio.opentime.RationalTime(0, rate),
+                                                    otio.opentime.RationalTime(count, rate)))
+        return otio.schema.Clip(name=Path(name).stem, media_reference=ref,
+                                source_range=otio.opentime.TimeRange(
+                                    otio.opentime.RationalTime(first, rate),
+                                    otio.opentime.RationalTime(frames, rate)))
+
+    for name, first in (("hdtf_aoc_512.mp4", 40), ("retalk_face5_524.mp4", 10),
+                        ("talk_d12_512.mp4", 100)):
+        video.append(clip(name, first, 60))
+    for name, first in (("speech_radio31_16k.wav", 0), ("speech_retalk1.wav", 25),
+                        ("speech_retalk2.wav", 0)):
+        dubs.append(otio.schema.Gap(source_range=otio.opentime.TimeRange(
+            otio.opentime.RationalTime(0, rate), otio.opentime.RationalTime(10, rate))))
+        dubs.append(clip(name, first, 45))
+    edit.tracks.extend([video, dubs])
+    path = os.path.join(folder, "ep101_dub.otio")
+    otio.adapters.write_to_file(edit, path)
+    window._set_dirty(False)
+    window.batch.open(path)
+    model = window.batch.panel.model
+    wait(lambda: window.batch.batch is not None and model.rowCount() > 0
+         and all(r.thumbnail is not None for r in model.rows))
+    window.resizeDocks([window.batch.dock], [560], QtCore.Qt.Orientation.Horizontal)
+    window.batch.panel.table.selectRow(1)
+    settle(0.5)
+    shot("14-timeline-shots")
+    shot("15-timeline-shots-dock", window.batch.dock)
+    window.batch.open_shot(1)
+    shot_media = str(model.rows[1].shot.media)
+    wait(lambda: window.project is not None and window.project.media.path == shot_media
+         and window._source_rgb is not None)
+    window.range_nav.go_in()
+    settle(1.0)
+    shot("16-timeline-shot-opened")
+
+
 def write_screenshots(folder: str | os.PathLike, video: str | None = None,
                       dub: str | None = None) -> list[Path]:
     """Write the PNGs to ``folder``; returns their paths."""
@@ -230,6 +288,8 @@ def write_screenshots(folder: str | os.PathLike, video: str | None = None,
                            shot)
         layout_shots(window, wait, settle, shot)
         shortcut_sheet_shot(window, settle, shot)
+        if (SHARED_MEDIA / "talk_d12_512.mp4").exists():
+            timeline_shots(window, temp.name, wait, settle, shot)
     finally:
         window._set_dirty(False)
         window.close()
