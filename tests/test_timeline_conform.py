@@ -217,15 +217,12 @@ def test_relative_paths_stay_relative(tmp_path: Path) -> None:
 
 
 # EDLs keep one video track and no sound: their shots come from markers naming the dubs.
-# The kdenlive adapter writes source ranges as frames into the file, so its media have no
-# timecode here.
 @pytest.mark.parametrize("fmt", ["otio", "fcp_xml", "fcpx_xml", "edl", "aaf", "kdenlive"])
 def test_through_every_adapter(tmp_path: Path, fmt: str) -> None:
-    timecode = None if fmt == "kdenlive" else TIMECODE
     if fmt == "edl":
-        timeline, handles = tf.marked_shots(tmp_path, timecode=timecode), 2
+        timeline, handles = tf.marked_shots(tmp_path, timecode=TIMECODE), 2
     else:
-        timeline, handles = tf.dub_spanning_a_cut(tmp_path, timecode=timecode), 0
+        timeline, handles = tf.dub_spanning_a_cut(tmp_path, timecode=TIMECODE), 0
     before, before_path, after, after_path, results = run(timeline, tmp_path, handles, fmt)
     check(before, before_path, after, after_path, results)
     assert {io.media_path(c, after_path) for c in after.find_clips()} >= {

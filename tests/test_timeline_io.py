@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import xml.etree.ElementTree as ET
+from fractions import Fraction
 from pathlib import Path
 
 import opentimelineio as otio
@@ -12,7 +14,7 @@ from engine.errors import RedubError, UsageError
 from engine.media.probe import probe
 from engine.timeline import io as tio
 from tests.conftest import shared_clip
-from tests.media_factory import make_video
+from tests.media_factory import make_video, set_timecode
 
 RATE = 25
 SUFFIX = {"otio": ".otio", "fcp_xml": ".xml", "fcpx_xml": ".fcpxml", "edl": ".edl",
@@ -234,6 +236,81 @@ def test_aaf_mob_ids_stable_and_shared(tmp_path):
     assert [tio.media_path(c, tmp_path).as_posix() for c in again.find_clips()] == [
         "/m/a.mov", "/out/a2_redub.mov", "/m/b.mov"]
     assert len(master_mobs(tmp_path / "three.aaf")) == 3
+
+
+def test_kdenlive_counts_frames_from_the_file_start_and_reads_back_the_timecode(tmp_path):
+    """MLT takes in/out points as frames into the file: a timecoded take is written from 0
+    and read back in its timecode again, frame-exact."""
+    face = set_timecode(shared_clip("hdtf_aoc_512.mp4"), tmp_path / "face_tc.mp4", "10:00:00:00")
+    timeline = edit()
+    video = timeline.video_tracks()[0]
+    for index in (0, 3):  # the take used twice, now with its timecode (frame 900000 first)
+        clip = video[index]
+        clip.media_reference = otio.schema.ExternalReference(
+            target_url=str(face), available_range=span(900000, 200))
+        clip.source_range = span(900000 + clip.source_range.start_time.value,
+                                 clip.source_range.duration.value)
+    path = tmp_path / "edit.kdenlive"
+    tio.write_timeline(timeline, path)
+    assert video[0].source_range == span(900010, 50)  # the caller's timeline is untouched
+
+    project = ET.parse(path).getroot()
+    takes = [p for p in project.iter("producer")
+             if p.findtext("property[@name='resource']") == str(face)]
+    # The bin clip is the whole file; the clips are its frames 10-59 and 120-159 (the adapter
+    # writes seconds).
+    assert [(p.get("in"), p.get("out")) for p in takes] == [("00:00:00.000", "00:00:07.960")]
+    assert [(e.get("in"), e.get("out")) for playlist in project.iter("playlist")
+            if playlist.get("id") != "main_bin" for e in playlist.iter("entry")
+            if e.get("producer") == takes[0].get("id")] == [
+        ("00:00:00.400", "00:00:02.360"), ("00:00:04.800", "00:00:06.360")]
+
+    back = tio.read_timeline(path)
+    expected = clips(timeline, KIND.Video)
+    expected[2] = (expected[0][0], *expected[2][1:])  # named after the producer, as ever
+    assert clips(back, KIND.Video) == expected
+    assert available(back, KIND.Video) == available(timeline, KIND.Video)
+    assert clips(back, KIND.Audio) == clips(timeline, KIND.Audio)  # sound files count from 0
+
+    # The timecode comes from the media: without it, frames count from the file's start.
+    face.rename(tmp_path / "moved.mp4")
+    lost = tio.read_timeline(path).video_tracks()[0].find_clips()[0]
+    assert lost.source_range == span(10, 50)
+
+
+def test_kdenlive_profile_is_the_first_video_clip_s_picture(tmp_path):
+    """The adapter writes a 1920x1080 BT.709 profile; melt would scale other media to it and
+    convert their colours. The project takes the first video clip's picture instead."""
+    def profile(media: Path | None, rate: float = RATE) -> dict[str, str]:
+        timeline = otio.schema.Timeline(name="p")
+        track = otio.schema.Track(kind=KIND.Video)
+        timeline.tracks.append(track)
+        url = str(media) if media else str(tmp_path / "gone.mp4")
+        track.append(otio.schema.Clip(
+            name="c", source_range=span(0, 4, rate),
+            media_reference=otio.schema.ExternalReference(url, available_range=span(0, 4, rate))))
+        path = tmp_path / "p.kdenlive"
+        tio.write_timeline(timeline, path)
+        return dict(ET.parse(path).getroot().find("profile").attrib)
+
+    keys = ("width", "height", "frame_rate_num", "frame_rate_den", "sample_aspect_num",
+            "sample_aspect_den", "display_aspect_num", "display_aspect_den", "colorspace")
+
+    def picture(media: Path | None, rate: float = RATE) -> tuple[str, ...]:
+        found = profile(media, rate)
+        return tuple(found[k] for k in keys)
+
+    # An SD take with no matrix stated: BT.601, as FFmpeg and MLT read it.
+    assert picture(shared_clip("hdtf_aoc_512.mp4")) == (
+        "512", "512", "25", "1", "1", "1", "1", "1", "601")
+    assert picture(shared_clip("talk_s18_720p.mp4"), 30) == (  # tagged BT.709
+        "1280", "720", "30", "1", "1", "1", "16", "9", "709")
+    ntsc = make_video(tmp_path / "ntsc.mp4", frames=4, rate=Fraction(30000, 1001),
+                      color=(1, 1, 1, 1))
+    assert picture(ntsc, 30000 / 1001) == (
+        "160", "96", "30000", "1001", "1", "1", "5", "3", "709")
+    # Nothing to probe: the adapter's profile stays.
+    assert picture(None)[:2] == ("1920", "1080")
 
 
 def test_format_of_and_unknown_formats(tmp_path):

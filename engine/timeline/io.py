@@ -22,7 +22,12 @@ media reference's available range in the media's own frames (from its start time
   on every write, so clips of one file share one master clip (and its name, on reading back).
 - kdenlive: clips, ranges, track names; markers and the record start timecode are lost; clips
   of one file come back with the first one's name; the adapter's deprecation notice on stdout
-  is silenced.
+  is silenced. MLT reads in/out points as frames into the file, so source ranges are written
+  counted from each file's first frame (less the reference's available-range start) and read
+  back from the media's start timecode (probed; a missing file stays counted from 0). The
+  project's profile is the first video clip's picture: size, pixel and display aspect, frame
+  rate and colour matrix (the adapter writes 1920x1080 BT.709, in which melt would scale and
+  convert other media).
 
 Mixed frame rates do not survive the EDL, AAF and Kdenlive adapters (they convert or refuse);
 find the refusal in engine/timeline/shots.py, before anything is written.
@@ -36,6 +41,8 @@ import re
 import urllib.parse
 import urllib.request
 import uuid
+import xml.etree.ElementTree as ET
+from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -54,6 +61,9 @@ EDL_DEFAULT_RATE = 25.0
 # Suffixes tried when relinking a clip whose name is a file name without its suffix (EDLs).
 _MEDIA_SUFFIXES = (".mov", ".mp4", ".mxf", ".m4v", ".avi", ".mkv", ".wav", ".aif", ".aiff",
                    ".flac", ".mp3", ".m4a")
+# FFmpeg's colour matrix -> an MLT profile's colorspace.
+_MLT_COLORSPACE = {"bt709": "709", "bt470bg": "601", "smpte170m": "601", "fcc": "601",
+                   "smpte240m": "240", "bt2020nc": "2020", "bt2020c": "2020"}
 
 
 def format_of(path: str | os.PathLike) -> str:
@@ -80,6 +90,8 @@ def read_timeline(path: str | os.PathLike, fmt: str | None = None,
         timeline = _read(path, name)
     if name == "aaf":
         _restore_aaf_track_names(timeline, path)
+    elif name == "kdenlive":
+        _from_timecode(timeline, path)
     for clip in timeline.find_clips():
         ref = clip.media_reference
         if isinstance(ref, otio.schema.ExternalReference) and ref.available_range is None:
@@ -96,15 +108,21 @@ def write_timeline(timeline: otio.schema.Timeline, path: str | os.PathLike,
     path = Path(path)
     name = _format(path, fmt)
     options: dict = {}
+    profile: dict[str, str] = {}
     if name == "edl":
         timeline, options["rate"] = _edl_ready(timeline, path)
     elif name == "aaf":
         timeline = _with_mob_ids(timeline)
+    elif name == "kdenlive":
+        profile = _mlt_profile(timeline, path)
+        timeline = _from_file_start(timeline)
     temp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
     try:
         with _quiet(name):
             otio.adapters.write_to_file(timeline, str(temp), adapter_name=FORMATS[name],
                                         **options)
+        if name == "kdenlive" and profile:
+            _set_profile(temp, profile)
         with open(temp, "rb+") as f:
             os.fsync(f.fileno())  # the rename must not land before the data does
         os.replace(temp, path)
@@ -282,6 +300,31 @@ def _restore_aaf_track_names(timeline: otio.schema.Timeline, path: Path) -> None
                     track.name = name
 
 
+def _from_timecode(timeline: otio.schema.Timeline, path: Path) -> None:
+    """Count a Kdenlive project's source ranges (and clip markers) from each video file's start
+    timecode, as the other formats do: MLT counts them from the file's first frame."""
+    for clip in _media_clips(timeline):
+        found = media_path(clip, path)
+        if found is None or not found.is_file():
+            continue
+        try:
+            info = probe(found)
+        except RedubError:
+            continue
+        if not info.video or not info.video[0].clock.start_frame:
+            continue
+        video = info.video[0]
+        rate = clip.source_range.start_time.rate
+        offset = otio.opentime.RationalTime(video.clock.start_frame,
+                                            float(video.frame_rate)).rescaled_to(rate)
+        clip.source_range = otio.opentime.TimeRange(clip.source_range.start_time + offset,
+                                                    clip.source_range.duration)
+        clip.media_reference.available_range = _media_range(found, rate)
+        for marker in clip.markers:
+            marker.marked_range = otio.opentime.TimeRange(
+                marker.marked_range.start_time + offset, marker.marked_range.duration)
+
+
 # -- writing -------------------------------------------------------------------------------
 
 def _edl_ready(timeline: otio.schema.Timeline, path: Path) -> tuple[otio.schema.Timeline, float]:
@@ -339,6 +382,69 @@ def _with_mob_ids(timeline: otio.schema.Timeline) -> otio.schema.Timeline:
         made.material = uuid.uuid5(uuid.NAMESPACE_URL, url)
         clip.media_reference.metadata.setdefault("AAF", {})["MobID"] = str(made.urn)
     return out
+
+
+def _from_file_start(timeline: otio.schema.Timeline) -> otio.schema.Timeline:
+    """A copy whose source ranges count frames from each file's first frame, as MLT reads in
+    and out points: less the reference's available-range start (a start timecode, say). A
+    reference without an available range is taken as counted so already."""
+    out = timeline.deepcopy()
+    for clip in out.find_clips():
+        ref = clip.media_reference
+        known = getattr(ref, "available_range", None)
+        if not isinstance(ref, otio.schema.ExternalReference) or known is None \
+                or not known.start_time.value:
+            continue
+        used = clip.trimmed_range()
+        clip.source_range = otio.opentime.TimeRange(
+            used.start_time - known.start_time.rescaled_to(used.start_time), used.duration)
+        ref.available_range = otio.opentime.TimeRange(
+            otio.opentime.RationalTime(0, known.start_time.rate), known.duration)
+    return out
+
+
+def _mlt_profile(timeline: otio.schema.Timeline, path: Path) -> dict[str, str]:
+    """MLT profile attributes for the first video clip's media (none when no video file is
+    found): melt renders in the profile's picture, scaling and converting media that differ.
+    The frame rate is the media's exact one where it is the timeline's (29.97 as 30000/1001)."""
+    for track in timeline.video_tracks():
+        for clip in track.find_clips():
+            found = media_path(clip, path)
+            if found is None or not found.is_file():
+                continue
+            try:
+                info = probe(found)
+            except RedubError:
+                continue
+            if not info.video:
+                continue
+            video = info.video[0]
+            sar = video.sample_aspect_ratio
+            if video.rotation in (90, 270):
+                sar = 1 / sar  # width and height are as displayed, the pixel shape as stored
+            dar = Fraction(video.width * sar.numerator, video.height * sar.denominator)
+            profile = {
+                "description": f"{video.width}x{video.height} {float(video.frame_rate):g} fps",
+                "width": str(video.width), "height": str(video.height),
+                "sample_aspect_num": str(sar.numerator),
+                "sample_aspect_den": str(sar.denominator),
+                "display_aspect_num": str(dar.numerator),
+                "display_aspect_den": str(dar.denominator),
+                # FFmpeg and MLT read an unstated matrix as BT.601 below 720 lines.
+                "colorspace": _MLT_COLORSPACE.get(video.color_names["matrix"],
+                                                  "709" if video.height >= 720 else "601")}
+            fps = video.frame_rate.limit_denominator(1001)
+            if abs(float(fps) - timeline.duration().rate) < 0.01:
+                profile["frame_rate_num"] = str(fps.numerator)
+                profile["frame_rate_den"] = str(fps.denominator)
+            return profile
+    return {}
+
+
+def _set_profile(project: Path, profile: dict[str, str]) -> None:
+    tree = ET.parse(project)
+    tree.getroot().find("profile").attrib.update(profile)
+    tree.write(project, encoding="utf-8", xml_declaration=True)
 
 
 # -- media ---------------------------------------------------------------------------------
