@@ -316,7 +316,7 @@ def test_enet_gets_the_masked_original_the_enhanced_reference_and_the_mel(tmp_pa
     ks = np.flatnonzero(ctx.edit & ctx.analysis.found)
     assert len(ks) == 10
     generator = create_generator("retalking")
-    assert generator.batch == 4  # CPU
+    assert generator.batch == 8  # CPU
     generator.prepare(ctx)
     generator.prepare(ctx)  # a re-plan keeps the D-Net stabilizer and its coefficients
     assert len(asked) == 1
@@ -327,7 +327,7 @@ def test_enet_gets_the_masked_original_the_enhanced_reference_and_the_mel(tmp_pa
         results = generated(generator, ctx, ks, threads=2)
     finally:
         generator.close()
-    assert [len(f["face"]) for f in fed] == [4, 4, 2]  # a fixed grid, whichever thread asked
+    assert [len(f["face"]) for f in fed] == [8, 2]  # a fixed grid, whichever thread asked
     np.testing.assert_array_equal(np.concatenate([f["audio"] for f in fed]),
                                   ctx.dub_audio.windows[ks][:, None])
     faces = np.concatenate([f["face"] for f in fed])

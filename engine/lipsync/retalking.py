@@ -42,9 +42,9 @@ from engine.stabilize.geometric import GeometricStabilizer
 MODEL_ID = "retalking_enet"
 SIZE = 384  # ENet's face side; rows SIZE // 2 .. are blanked in the original crop
 FRAMING = WAV2LIP_FRAMING.with_size(SIZE)
-# Frames per ENet run: the official LNet_batch_size (16) on a GPU, fewer on a CPU, as the
-# MuseTalk backend decides (engine.lipsync.musetalk).
-CPU_BATCH, GPU_BATCH = 4, 16
+# Frames per run: the official LNet_batch_size (16) on a GPU; 8 on a CPU, where ENet gains
+# nothing from batching but D-Net (which runs on the same frames) is 1.4x faster at 8 than at 1.
+CPU_BATCH, GPU_BATCH = 8, 16
 
 
 def wide_framing(aligned_size: int) -> Framing:
