@@ -263,6 +263,12 @@ class MainWindow(QtWidgets.QMainWindow):
             self.viewer)
         self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.empty_hint.setStyleSheet("color: #8a8a8a; font-size: 15px")
+        # Wrapped, and laid out in the viewer: side docks (Shots) narrow it without a resize.
+        self.empty_hint.setWordWrap(True)
+        self.empty_hint.setMargin(12)
+        hint_layout = QtWidgets.QVBoxLayout(self.viewer)
+        hint_layout.setContentsMargins(0, 0, 0, 0)
+        hint_layout.addWidget(self.empty_hint)
         self.setCentralWidget(self.viewer)
         # Box and mask outline by default: the 68 landmark dots hide the mouth being judged.
         for kind in ("landmarks", "crop"):
@@ -506,9 +512,11 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self.tasks.run("clip", lambda: _load_clip(path), loaded, self._error("Cannot open"))
 
-    def open_project(self, path: str | None, *, recover: bool | None = None) -> None:
+    def open_project(self, path: str | None, *, recover: bool | None = None,
+                     then: Callable[[], None] | None = None) -> None:
         """Open the project at ``path`` (None: the untitled one, from its autosave);
-        ``recover``: from the autosave a crash left (None: ask when there is one)."""
+        ``recover``: from the autosave a crash left (None: ask when there is one); ``then``
+        runs once it is open."""
         if not self._maybe_keep_changes():
             return
         recovery = Recovery(path)
@@ -552,6 +560,8 @@ class MainWindow(QtWidgets.QMainWindow):
                 self._remember(path)
             if moved[-1]:
                 self._set_dirty(True)  # the new paths of moved media are not saved yet
+            if then is not None:
+                then()
 
         self.tasks.run("clip", load, relinked, self._error("Cannot open project"))
 
@@ -1250,7 +1260,6 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
         super().resizeEvent(event)
-        self.empty_hint.setGeometry(self.viewer.rect())
         fit_timeline(self, self.timeline_dock, self.viewer)
 
     # -- keyboard and drops --------------------------------------------------------------

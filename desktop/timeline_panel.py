@@ -2,21 +2,22 @@
 
 A timeline (OTIO, FCP 7 XML, FCPXML, EDL, AAF, Kdenlive) is read and its shots found by the
 engine (:mod:`engine.timeline`) off the UI thread. Missing media is named first, with a folder
-search to relink it. The Shots dock lists each shot: its first frame, name, record in and out
-(timecode at the timeline's rate, from its start), duration, dub clip and status (pending,
-rendering x%, done, skipped, failed with the engine's message on hover, no face).
+search to relink it (in memory: the editor's file stays as it is). The Shots dock lists each
+shot: its first frame, name, record in and out (timecode at the timeline's rate, from its
+start), duration, dub clip and status (pending, rendering x%, then as each shot finishes: done,
+skipped, failed with the engine's message on hover, no face).
 
 Each shot has its own project (``engine.project``) in the batch folder, made the first time the
 shot is opened (a double-click): the shot's media as the video, its overlap as the one range and
 its dub placed so the first frame of the overlap hears the dub where the timeline has it. Edits
 made there are saved in that file, so opening the shot again finds them; Render All hands the
-range's settings (backend, face crops, restorer, mask, openness, audio offset) to the batch as
-its overrides file. Render All runs the whole batch as one bridge job (cancellable); Export
-Timeline writes the conformed timeline in a chosen format (the input's by default).
+projects to the batch, which renders each edited shot as its project says (settings, picked
+face, corrections, dub) and again only when the project changed. Render All runs the whole
+batch as one bridge job (cancellable); Export Timeline writes the conformed timeline in a
+chosen format (the input's by default).
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
@@ -55,8 +56,8 @@ OPEN_FILTER = ("Timelines (*.otio *.xml *.fcpxml *.edl *.aaf *.kdenlive);;All fi
 # Two lines a cell where two things belong together: the columns fit a side dock.
 COLUMNS = ("", "Shot / Dub", "Record In / Out", "Duration", "Status")
 STATUS_COLUMN = 4
-STATUS_TEXT = {"pending": "pending", "finished": "finished", "done": "done",
-               "skipped": "skipped", "failed": "failed", "no-face": "no face"}
+STATUS_TEXT = {"pending": "pending", "done": "done", "skipped": "skipped", "failed": "failed",
+               "no-face": "no face"}
 THUMB_HEIGHT = 54
 # As the Jobs panel colours its rows: done green, failed red; no face and skipped dimmed.
 STATUS_COLOUR = {"done": QtGui.QColor(theme.RANGE_STATE["rendered"]),
@@ -72,14 +73,13 @@ class Batch:
     """An opened timeline: its shots (``engine.timeline.shots.Shot``) and where renders go."""
 
     path: Path
-    timeline: otio.schema.Timeline
+    timeline: otio.schema.Timeline  # as read, or relinked in memory: what Render All renders
     fmt: str  # our format name of the file read
     shots: list[Shot]
     notes: list[str]  # the engine's one-line notes on what it refused
     folder: Path  # renders, the report, the output timeline and the shots' projects
     start_frame: int = 0  # the timeline's start timecode, in frames at its rate
     results: list[ShotResult] = field(default_factory=list)  # of the last Render All
-    source: Path | None = None  # what Render All reads: ``path``, or a relinked copy of it
 
 
 def default_folder(timeline_path: Path) -> Path:
@@ -99,16 +99,6 @@ def find_batch(path: Path, timeline: otio.schema.Timeline, fmt: str) -> Batch:
     rate = found[0].rate if found else None
     start_frame = round(start.value_rescaled_to(rate)) if start is not None and rate else 0
     return Batch(path, timeline, fmt, found, notes, default_folder(path), start_frame)
-
-
-def relinked_batch(path: Path, timeline: otio.schema.Timeline, fmt: str) -> Batch:
-    """The shots of a timeline relinked in memory; Render All reads a copy of it written to
-    the batch folder (the original file is the editor's and stays as it is)."""
-    batch = find_batch(path, timeline, fmt)
-    batch.folder.mkdir(parents=True, exist_ok=True)
-    batch.source = batch.folder / f"{path.stem}_relinked.otio"
-    timeline_io.write_timeline(timeline, batch.source, "otio")
-    return batch
 
 
 def shot_project_path(folder: Path, shot: Shot) -> Path:
@@ -155,18 +145,21 @@ class BatchJob:
     <stage>" is the K-th shot's own (:func:`shot_stage` reads them).
     """
 
-    timeline: str
+    timeline: otio.schema.Timeline
+    path: str  # the file it was read from: relative media, the outputs' names
     folder: str
     fmt: str  # of the output timeline
-    overrides: str | None = None  # the shots' settings as edited in their projects
+    projects: dict[int, str] = field(default_factory=dict)  # shot index -> its own project
+    on_shot: Callable[[ShotResult], None] | None = None  # on the worker thread
     results: list[ShotResult] = field(default_factory=list)
 
     def run(self, progress: ProgressFn, cancel: CancelToken, preview: PreviewFn,
             unplaced: UnplacedFn) -> RenderResult:
         began = time.monotonic()
-        result = timeline_batch.run_batch(self.timeline, self.folder, fmt=self.fmt,
-                                          overrides=self.overrides, progress=progress,
-                                          cancel=cancel)
+        result = timeline_batch.run_batch(self.timeline, self.folder, path=self.path,
+                                          fmt=self.fmt, projects=self.projects,
+                                          progress=progress, cancel=cancel,
+                                          on_shot=self.on_shot)
         self.results = list(result.shots)
         failed = sum(r.status == "failed" for r in self.results)
         notes = [f"{failed} of {len(self.results)} shots failed"] if failed else []
@@ -185,37 +178,10 @@ def shot_stage(stage: str) -> tuple[int, str] | None:
     return (int(m.group(1)) - 1, m.group(3)) if m else None
 
 
-def shot_overrides(folder: Path, shots: list[Shot]) -> dict[str, dict[str, Any]]:
-    """The settings of each shot the editor opened, as ``run_batch``'s overrides file has
-    them (keyed by shot index): its project's range settings."""
-    table: dict[str, dict[str, Any]] = {}
-    for shot in shots:
-        path = shot_project_path(folder, shot)
-        if not path.exists():
-            continue
-        project = Project.load(path)
-        if not project.ranges:
-            continue
-        s = project.ranges[0].settings
-        table[str(shot.index)] = {
-            "backend": s.backend, "stabilizer": s.stabilizer, "restorer": s.restorer,
-            "restore_strength": s.restorer_strength, "openness_gain": s.openness_gain,
-            "audio_offset_ms": s.audio_offset_ms,
-            "mask": {"kind": s.mask_kind, "dilation": s.mask_dilation,
-                     "feather": s.mask_feather}}
-    return table
-
-
-def write_overrides(batch: Batch) -> str | None:
-    """The shots' own settings in the batch folder, for Render All (None: no shot edited)."""
-    table = shot_overrides(batch.folder, batch.shots)
-    if not table:
-        return None
-    path = batch.folder / f"{batch.path.stem}_shot_settings.json"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(table, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
-    return str(path)
+def shot_projects(folder: Path, shots: list[Shot]) -> dict[int, str]:
+    """The projects of the shots the editor opened, by shot index, for ``run_batch``."""
+    paths = {shot.index: shot_project_path(folder, shot) for shot in shots}
+    return {index: str(path) for index, path in paths.items() if path.exists()}
 
 
 # -- the shot list ---------------------------------------------------------------------------
@@ -430,6 +396,9 @@ class TimelineBatch(QtCore.QObject):
     """The window's timeline batch: its dock, File > Open Timeline, Render All, Export
     Timeline. ``window`` is the editor (its tasks, bridge, settings, status bar, projects)."""
 
+    # A shot's result as Render All finishes it, from the worker thread (queued to this one).
+    shot_finished = QtCore.Signal(object)
+
     def __init__(self, window: Any) -> None:
         super().__init__(window)
         self.w = window
@@ -448,6 +417,7 @@ class TimelineBatch(QtCore.QObject):
         self.panel.render_requested.connect(self.render_all)
         self.panel.cancel_requested.connect(self.cancel)
         self.panel.export_requested.connect(self.choose_export)
+        self.shot_finished.connect(self._on_shot)
         bridge = window.bridge
         bridge.progress.connect(self._on_progress)
         bridge.finished.connect(self._on_finished)
@@ -486,8 +456,8 @@ class TimelineBatch(QtCore.QObject):
         path, timeline, fmt, missing, batch = result
         if batch is not None:
             self.show_batch(batch)
-        elif ask_missing(path, timeline, missing, self.w):
-            self.w.tasks.run("timeline", lambda: relinked_batch(path, timeline, fmt),
+        elif ask_missing(path, timeline, missing, self.w):  # relinked in memory, or not
+            self.w.tasks.run("timeline", lambda: find_batch(path, timeline, fmt),
                              self.show_batch, self._error("Cannot open timeline"))
         else:
             self.w.statusBar().showMessage("Timeline not opened: media missing", 5000)
@@ -518,12 +488,14 @@ class TimelineBatch(QtCore.QObject):
 
     # -- a shot in the editor --------------------------------------------------------------
     def open_shot(self, row: int) -> None:
-        """Open shot ``row`` in the editor, from its own project (made the first time)."""
+        """Open shot ``row`` in the editor, from its own project (made the first time), the
+        playhead on its range's in point."""
         if self.batch is None:
             return
         shot, folder = self.batch.shots[row], self.batch.folder
         self.w.tasks.run("shot-project", lambda: ensure_shot_project(folder, shot),
-                         self.w.open_project, self._error("Cannot open shot"))
+                         lambda path: self.w.open_project(path, then=self.w.range_nav.go_in),
+                         self._error("Cannot open shot"))
 
     # -- Render All ------------------------------------------------------------------------
     def render_all(self) -> int | None:
@@ -534,12 +506,8 @@ class TimelineBatch(QtCore.QObject):
         shot_files = {str(shot_project_path(batch.folder, s)) for s in batch.shots}
         if self.w.project_path in shot_files and self.w._dirty:
             self.w.save()  # the open shot's edits are what Render All should use
-        try:
-            overrides = write_overrides(batch)
-        except (OSError, RedubError) as exc:
-            QtWidgets.QMessageBox.warning(self.w, "Cannot render", str(exc))
-            return None
-        job = BatchJob(str(batch.source or batch.path), str(batch.folder), batch.fmt, overrides)
+        job = BatchJob(batch.timeline, str(batch.path), str(batch.folder), batch.fmt,
+                       shot_projects(batch.folder, batch.shots), self.shot_finished.emit)
         job_id = self.w.bridge.submit(job)
         self.job = (job_id, job)
         self.w.jobs.add(job_id, f"Render All · {batch.path.name}", str(batch.folder))
@@ -558,11 +526,8 @@ class TimelineBatch(QtCore.QObject):
         if self.job is None or job_id != self.job[0]:
             return
         model, n = self.panel.model, len(self.panel.model.rows)
-        if stage == "batch":  # shots before this one are finished (their status comes last)
+        if stage == "batch":  # each shot's own row is set by its result (_on_shot)
             k = round(fraction * n) if fraction >= 0 else 0
-            for row in range(min(k, n)):
-                if model.rows[row].status in ("pending", "rendering"):
-                    model.update(row, status="finished", fraction=1.0)
             self.panel.set_overall(k / n if n else 1.0, f"{k} of {n} shots")
         elif (found := shot_stage(stage)) is not None and found[0] < n:
             row, name = found
@@ -572,6 +537,16 @@ class TimelineBatch(QtCore.QObject):
             self.panel.set_overall((row + fraction) / n, f"shot {row + 1} of {n}: "
                                    f"{STAGE_TEXT.get(name, name)} {fraction:.0%}")
 
+    def _on_shot(self, result: ShotResult) -> None:
+        if self.job is not None:
+            self._show_result(result)
+
+    def _show_result(self, result: ShotResult) -> None:
+        model = self.panel.model
+        if (row := model.row_of(result.shot.index)) is not None:
+            model.update(row, status=result.status, fraction=1.0,
+                         message="\n".join(result.notes))
+
     def _on_finished(self, job_id: int, path: str, notes: list) -> None:
         if self.job is None or job_id != self.job[0]:
             return
@@ -579,11 +554,8 @@ class TimelineBatch(QtCore.QObject):
         self.job = None
         if self.batch is not None:
             self.batch.results = job.results
-        model = self.panel.model
         for result in job.results:
-            if (row := model.row_of(result.shot.index)) is not None:
-                model.update(row, status=result.status, fraction=1.0,
-                             message="\n".join(result.notes))
+            self._show_result(result)
         self.panel.set_running(False, has_results=True)
         self.panel.set_overall(1.0, f"{len(job.results)} shots")
         self.w.statusBar().showMessage(

@@ -20,7 +20,7 @@ from desktop.timeline_panel import (FORMAT_FILTERS, Batch, MissingMediaDialog,
                                     ensure_shot_project, shot_project_path, shot_stage)
 from engine.media.probe import probe
 from engine.project import Project
-from engine.timeline.batch import ShotResult, read_overrides
+from engine.timeline.batch import ShotResult
 from engine.timeline.shots import Shot
 from tests.editor_window import close_window, new_window, quiet_dialogs
 from tests.media_factory import make_video, write_tone_wav
@@ -86,6 +86,24 @@ def test_the_dock_lists_shots_with_their_columns(qtbot, window, media, tmp_path)
     assert icon.height() == timeline_panel.THUMB_HEIGHT
 
 
+def test_the_empty_viewers_hint_fits_beside_the_shots_dock(qtbot, window, media, tmp_path):
+    window.resize(1280, 720)
+    window.batch.show_batch(batch_of(tmp_path, two_shots(*media)))
+    window.resizeDocks([window.batch.dock], [700], Qt.Orientation.Horizontal)
+    hint, viewer = window.empty_hint, window.viewer
+    metrics = hint.fontMetrics()
+    # The dock narrows the viewer (below the hint's one line) without resizing the window:
+    # the hint follows it.
+    qtbot.waitUntil(lambda: viewer.width() < metrics.horizontalAdvance(hint.text()),
+                    timeout=5000)
+    qtbot.waitUntil(lambda: hint.geometry() == viewer.rect(), timeout=5000)
+    assert hint.isVisible()
+    room = hint.contentsRect().adjusted(hint.margin(), hint.margin(), -hint.margin(),
+                                        -hint.margin())
+    needed = metrics.boundingRect(room, int(Qt.TextFlag.TextWordWrap), hint.text())
+    assert needed.width() <= room.width() and needed.height() <= room.height()
+
+
 def test_double_click_opens_the_shot_with_its_range_and_dub(qtbot, window, media, tmp_path):
     video, dub = media
     shots = two_shots(video, dub)
@@ -107,6 +125,9 @@ def test_double_click_opens_the_shot_with_its_range_and_dub(qtbot, window, media
     assert project.dubs[0].media.path == str(dub)
     assert project.dubs[0].offset == pytest.approx(times[12] - 1.5)
     assert window.selected == 0
+    # The playhead waits on the shot's first frame.
+    qtbot.waitUntil(lambda: window.frame_index == 12, timeout=10000)
+    assert window.time == pytest.approx(times[12])
     path = shot_project_path(tmp_path / "edit_redub", shots[1])
     assert window.project_path == str(path) and path.exists()
 
@@ -165,9 +186,10 @@ def test_open_timeline_asks_about_missing_media_first(qtbot, window, media, monk
     qtbot.waitUntil(lambda: window.batch.batch is not None, timeout=10000)
     assert asked == [["A001_C007"]]
     assert window.batch.panel.model.rowCount() == 2
-    # Opened anyway: Render All reads the timeline as relinked, written to the batch folder.
-    assert written == [(tmp_path / "edit_redub" / "edit_relinked.otio", "otio")]
-    assert window.batch.batch.source == written[0][0]
+    # Opened anyway: Render All renders the timeline as read (and relinked) in memory; no
+    # copy of it is written.
+    assert written == []
+    assert window.batch.batch.timeline is timeline and window.batch.batch.path == path
 
 
 def test_render_all_updates_each_shot_and_the_overall_progress(qtbot, window, media,
@@ -180,19 +202,22 @@ def test_render_all_updates_each_shot_and_the_overall_progress(qtbot, window, me
     project.ranges[0].settings.openness_gain = 1.4
     project.save(path)
     calls: list[dict] = []
-    go = threading.Event()
+    go, first_done = threading.Event(), threading.Event()
 
     def run_batch(timeline, folder, **kw):
         calls.append(dict(kw, timeline=timeline, folder=folder))
         progress = kw["progress"]
+        done = ShotResult(shots[0], "done", Path(folder) / "a.mov", 16, [])
+        failed = ShotResult(shots[1], "failed", None, 0, ["reel_a.mp4: cannot decode frame 14"])
         progress("batch", 0, 2)
         progress("shot 1/2 export", 8, 16)
         go.wait(10)
+        kw["on_shot"](done)
         progress("batch", 1, 2)
         progress("shot 2/2 faces", 3, 10)
+        first_done.wait(10)
+        kw["on_shot"](failed)
         progress("batch", 2, 2)
-        done = ShotResult(shots[0], "done", Path(folder) / "a.mov", 16, [])
-        failed = ShotResult(shots[1], "failed", None, 0, ["reel_a.mp4: cannot decode frame 14"])
         return types.SimpleNamespace(shots=[done, failed], timeline=Path(folder) / "edit.xml",
                                      notes=[])
 
@@ -208,6 +233,11 @@ def test_render_all_updates_each_shot_and_the_overall_progress(qtbot, window, me
     assert panel.progress.isVisible() and panel.progress.value() == 250
     assert panel.progress.format() == "shot 1 of 2: rendering 50%"
     go.set()
+    # Shot 1's row shows its result as soon as it is known, while shot 2 renders.
+    qtbot.waitUntil(lambda: model.rows[1].status == "rendering", timeout=10000)
+    assert model.index(0, 4).data() == "done" and window.batch.running
+    assert model.index(1, 4).data() == "analysing faces 30%"
+    first_done.set()
     qtbot.waitUntil(lambda: not window.batch.running, timeout=10000)
     assert [model.index(r, 4).data() for r in range(2)] == ["done", "failed"]
     assert model.index(1, 4).data(Qt.ItemDataRole.ToolTipRole) == \
@@ -215,12 +245,13 @@ def test_render_all_updates_each_shot_and_the_overall_progress(qtbot, window, me
     assert model.index(0, 4).data(Qt.ItemDataRole.ToolTipRole) is None
     assert panel.export_button.isEnabled() and not panel.progress.isVisible()
     assert "1 of 2 shots failed" in window.statusBar().currentMessage()
-    # The batch folder, the input's format, and the edited shot's settings as an override
-    # the engine accepts.
+    # The timeline as opened, named by its file; the batch folder, the input's format, and
+    # the project of the shot the editor opened (the engine renders it as that says).
     (call,) = calls
+    batch = window.batch.batch
+    assert call["timeline"] is batch.timeline and call["path"] == str(batch.path)
     assert call["folder"] == str(tmp_path / "edit_redub") and call["fmt"] == "fcp_xml"
-    overrides = read_overrides(call["overrides"])
-    assert list(overrides) == ["2"] and overrides["2"]["openness_gain"] == 1.4
+    assert call["projects"] == {2: path}
     assert [r.status for r in window.batch.batch.results] == ["done", "failed"]
 
 
@@ -329,9 +360,10 @@ def test_missing_media_found_by_a_folder_search(qtbot, window, monkeypatch, tmp_
     assert shown == [["A001_C003"], []]
     batch = window.batch.batch
     assert [s.media for s in batch.shots] == [moved / "A001_C003.mp4"]
-    # Render All reads the relinked copy: nothing missing there.
-    relinked = io.read_timeline(batch.source)
-    assert io.missing_media(relinked, batch.source) == []
+    # Render All renders the timeline relinked in memory: nothing missing there, and the
+    # editor's file is left as it was.
+    assert io.missing_media(batch.timeline, batch.path) == []
+    assert io.missing_media(io.read_timeline(path), path) == ["A001_C003"]
 
 
 def test_render_all_and_export_with_the_engine(qtbot, window, monkeypatch, tmp_path):
@@ -363,3 +395,40 @@ def test_render_all_and_export_with_the_engine(qtbot, window, monkeypatch, tmp_p
     # The faceless shot keeps its original clip: same media, same record range.
     (clip,) = [c for c in back.find_clips() if io.media_path(c, out) == video]
     assert clip.range_in_parent().duration.value == 20
+
+
+def test_render_all_rerenders_only_the_shot_edited_in_the_editor(qtbot, window, tmp_path):
+    """With the engine and the shared clips: after a Render All, a shot opened in the editor
+    and left as it was is skipped, and the one given a keep-original span renders again."""
+    from engine.timeline import io
+    from tests import timeline_factory as tf
+
+    path = tmp_path / "edit.otio"
+    io.write_timeline(tf.two_shots(), path)
+    window.batch.open(str(path))
+    qtbot.waitUntil(lambda: window.batch.batch is not None, timeout=20000)
+    model, shots = window.batch.panel.model, window.batch.batch.shots
+    window.batch.render_all()
+    qtbot.waitUntil(lambda: not window.batch.running, timeout=120000)
+    assert [r.status for r in model.rows] == ["done", "done"]
+    outputs = [r.output for r in window.batch.batch.results]
+    stamps = [p.stat().st_mtime_ns for p in outputs]
+
+    for row in (1, 0):  # shot 2 opened and left alone, then shot 1 edited
+        window.batch.open_shot(row)
+        project = str(shot_project_path(window.batch.batch.folder, shots[row]))
+        qtbot.waitUntil(lambda: window.project_path == project and window.clip is not None,
+                        timeout=10000)
+    qtbot.waitUntil(lambda: window.frame_index == shots[0].source_in, timeout=10000)
+    first = shots[0].source_in + 10
+    window.mask_editing.lane.keep_set.emit(first, first + 9, -1)
+    assert window.project.corrections.keep == [(first, first + 9)]
+    seen: list[str] = []
+    window.batch.shot_finished.connect(lambda result: seen.append(result.status))
+    window.batch.render_all()  # saves the open shot's edit first
+    qtbot.waitUntil(lambda: not window.batch.running, timeout=120000)
+    assert seen == ["done", "skipped"]
+    assert [r.status for r in model.rows] == ["done", "skipped"]
+    assert Project.load(project).corrections.keep == [(first, first + 9)]
+    assert outputs[0].stat().st_mtime_ns != stamps[0]
+    assert outputs[1].stat().st_mtime_ns == stamps[1]

@@ -15,6 +15,7 @@ from engine.errors import Cancelled, UsageError
 from engine.media.probe import probe
 from engine.pipeline import SyncSettings
 from engine.progress import CancelToken
+from engine.project import DubTrack, MediaRef, Project, SyncRange
 from engine.timeline import io
 from engine.timeline.batch import overridden, read_overrides, run_batch
 from tests import timeline_factory as tf
@@ -97,6 +98,77 @@ def test_batch_renders_resumes_after_a_cancel_skips_and_rerenders_on_a_change(tm
     assert [r.status for r in changed.shots] == ["skipped", "done"]
     assert changed.shots[1].output.stat().st_mtime_ns != stamps[1]
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary files
+
+
+def test_a_relinked_timeline_with_an_edited_shot_rerenders_that_shot_alone(tmp_path):
+    """The desktop's Render All: the timeline relinked in memory (outputs named after its
+    file), each shot's result as it finishes, a shot's own project deciding its render."""
+    path = _night(tmp_path)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for media in tmp_path.glob("*_tc.mp4"):
+        media.rename(moved / media.name)
+    timeline = io.read_timeline(path)
+    assert io.relink(timeline, path, [moved]) == 2
+    with pytest.raises(UsageError, match="needs the path"):
+        run_batch(timeline, tmp_path / "out")
+    out = tmp_path / "out"
+    events: list = []
+    first = run_batch(timeline, out, path=path, export=FFV1,
+                      progress=lambda stage, done, total: events.append(stage),
+                      on_shot=lambda r: events.append((r.shot.index, r.status)))
+    # Each shot's result is known before the next shot starts.
+    assert [e for e in events if isinstance(e, tuple)] == [(1, "done"), (2, "done")]
+    assert events.index((1, "done")) < min(
+        k for k, e in enumerate(events) if str(e).startswith("shot 2/2"))
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".json")) == [
+        "night_001_hdtf_aoc_512_tc_redub.mkv", "night_002_retalk_face5_524_tc_redub.mkv",
+        "night_redub.otio", "night_redub_report.csv"]
+    assert {r.shot.media for r in first.shots} == set(moved.iterdir())
+
+    # Shot 1 opened in the editor: a project on its media, the overlap as its one range, the
+    # dub where the timeline has it. Unedited, it renders nothing again.
+    shot = first.shots[0].shot
+    clock = probe(shot.media).video[0].clock
+    t_in, t_out = clock.frame_time(shot.source_in, ""), clock.frame_time(shot.source_out, "")
+    project = Project(media=MediaRef.from_file(shot.media),
+                      dubs=[DubTrack(MediaRef.from_file(shot.dub), t_in - shot.dub_start)],
+                      ranges=[SyncRange(t_in, t_out)])
+    project_path = tmp_path / "shot_001.redub"
+    project.save(project_path)
+    again = run_batch(timeline, out, path=path, export=FFV1, projects={1: project_path})
+    assert [r.status for r in again.shots] == ["skipped", "skipped"]
+
+    # Edited: the source's mouth kept over frames 10-19 of the shot. That shot alone renders.
+    keep = (shot.source_in + 10, shot.source_in + 19)
+    project.corrections.keep.append(keep)
+    project.save(project_path)
+    stamp = first.shots[1].output.stat().st_mtime_ns
+
+    def pictures(video: Path) -> list[np.ndarray]:
+        return [f.to_ndarray(format="rgb24") for f in decode_all(video)]
+
+    before = pictures(first.shots[0].output)
+    edited = run_batch(timeline, out, path=path, export=FFV1, projects={1: project_path})
+    assert [r.status for r in edited.shots] == ["done", "skipped"]
+    assert edited.shots[1].output.stat().st_mtime_ns == stamp
+    source, after = pictures(shot.media), pictures(edited.shots[0].output)
+    assert len(after) == len(before) == 40  # no handles: frame k is source frame in + k
+    kept = range(keep[0] - shot.source_in, keep[1] - shot.source_in + 1)
+    assert all(np.array_equal(after[k], source[shot.source_in + k]) for k in kept)
+    assert not any(np.array_equal(before[k], source[shot.source_in + k]) for k in kept)
+    # Beyond the span and its 3-frame ease, the shot is as it was.
+    far = [k for k in range(40) if k < kept[0] - 3 or k > kept[-1] + 3]
+    assert all(np.array_equal(after[k], before[k]) for k in far)
+
+    # A project that is not the shot's fails that shot alone, naming the project.
+    wrong = run_batch(timeline, out, path=path, export=FFV1,
+                      projects={1: project_path, 2: project_path, 9: project_path})
+    assert [r.status for r in wrong.shots] == ["skipped", "failed"]
+    assert wrong.shots[1].notes == [f"{project_path}: the project of shot 2 is on other media "
+                                    "(hdtf_aoc_512_tc.mp4)"]
+    assert wrong.notes == [f"project {project_path} is for shot 9, which the timeline does "
+                           "not have"]
 
 
 def test_missing_media_fails_its_shot_and_a_faceless_shot_keeps_its_clip(tmp_path, capsys):

@@ -9,6 +9,11 @@ A fingerprint sidecar (``<output>.redub.json``) lets a rerun skip shots whose ou
 matches their inputs and settings. A shot that fails gets its line in the report and keeps its
 original clip; the others go on.
 
+A shot edited in the desktop has its own project (``projects=``, by shot index): its ranges
+(cut to the overlap) with their settings and picked face, its manual corrections and its dub as
+placed there replace the batch's, and are part of the fingerprint, so an edit re-renders that
+shot alone.
+
 Overrides file (``overrides=``): a JSON object keyed by shot index (as a string, "3") or clip
 name, each value an object of settings applied on top of the defaults, the name's first and
 then the index's::
@@ -27,6 +32,7 @@ import io as text_io
 import json
 import os
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -36,10 +42,12 @@ import opentimelineio as otio
 from engine.errors import Cancelled, RedubError, UsageError
 from engine.face.analysis import NoFaceError
 from engine.mask import MaskSettings
+from engine.maskedit import Corrections
 from engine.media.codecs import get_preset
 from engine.media.probe import probe
 from engine.pipeline import SyncSession, SyncSettings, sync
 from engine.progress import CancelToken, ProgressFn, no_progress
+from engine.project import Project, RangeSettings
 from engine.render import ExportSettings
 from engine.timeline import io
 from engine.timeline.conform import conform
@@ -77,6 +85,17 @@ class BatchResult:
         return [r for r in self.shots if r.status == "failed"]
 
 
+@dataclass
+class _Plan:
+    """What a shot's sync is given: the batch's defaults, or what its project says."""
+
+    dub: Path
+    dub_offset: float  # seconds on the source's time where the dub file starts
+    ranges: list[tuple[float, float]]  # seconds on the source's time, inside the overlap
+    settings: list[SyncSettings]  # one per range
+    corrections: Corrections
+
+
 class _NoFace(Exception):
     """Raised from sync's ``prepared`` hook: nothing to re-sync, so nothing is written."""
 
@@ -85,21 +104,32 @@ class _NoFace(Exception):
         self.notes = notes
 
 
-def run_batch(timeline_path: str | os.PathLike, out_folder: str | os.PathLike, *,
+def run_batch(timeline: str | os.PathLike | otio.schema.Timeline,
+              out_folder: str | os.PathLike, *, path: str | os.PathLike | None = None,
               settings: SyncSettings | None = None, overrides: str | os.PathLike | None = None,
+              projects: Mapping[int, str | os.PathLike] | None = None,
               dub_track: str | None = None, handles: int = 0, fmt: str | None = None,
               report: str = "csv", export: dict[str, Any] | None = None,
-              progress: ProgressFn = no_progress,
-              cancel: CancelToken | None = None) -> BatchResult:
-    """Re-sync the shots of the timeline at ``timeline_path`` into ``out_folder``.
+              progress: ProgressFn = no_progress, cancel: CancelToken | None = None,
+              on_shot: Callable[[ShotResult], None] | None = None) -> BatchResult:
+    """Re-sync the shots of ``timeline`` (a file, or a timeline read from the file at
+    ``path``, e.g. relinked in memory) into ``out_folder``, named after that file.
 
-    ``export``: ExportSettings fields for every shot (codec, quality, audio_mode; the codec
-    defaults to the source's family). ``fmt``: the output timeline's format (default: the
-    input's). Progress: stage "batch" counts shots; each shot's own stages are reported as
+    ``projects``: shot index -> the shot's own project file (see the module's notes); they
+    take precedence over ``overrides``. ``export``: ExportSettings fields for every shot
+    (codec, quality, audio_mode; the codec defaults to the source's family). ``fmt``: the
+    output timeline's format (default: the input's). ``on_shot`` gets each shot's result as it
+    is known. Progress: stage "batch" counts shots; each shot's own stages are reported as
     "shot K/N <stage>". Cancelling stops between frames; finished shots stay (and are
     skipped by a rerun), the shot under way leaves no file.
     """
-    timeline_path, out = Path(timeline_path), Path(out_folder)
+    if isinstance(timeline, otio.schema.Timeline):
+        if path is None:
+            raise UsageError("a timeline object needs the path of the file it was read from")
+        timeline_path = Path(path)
+    else:
+        timeline_path, timeline = Path(timeline), None
+    out = Path(out_folder)
     if report not in REPORTS:
         raise UsageError(f"unknown report format '{report}': use csv or json")
     if handles < 0:
@@ -118,7 +148,8 @@ def run_batch(timeline_path: str | os.PathLike, out_folder: str | os.PathLike, *
     if out.exists() and not out.is_dir():
         raise UsageError("output folder is a file", out)
 
-    timeline = io.read_timeline(timeline_path)
+    if timeline is None:
+        timeline = io.read_timeline(timeline_path)
     shots, notes = find_shots(timeline, timeline_path, dub_track=dub_track, handles=handles)
     notes = list(notes)
     if not shots:
@@ -126,6 +157,9 @@ def run_batch(timeline_path: str | os.PathLike, out_folder: str | os.PathLike, *
                          "dub markers") + ")", timeline_path)
     used = {str(s.index) for s in shots} | {s.name for s in shots}
     notes += [f"override '{key}' matches no shot" for key in table if key not in used]
+    projects = dict(projects or {})
+    notes += [f"project {os.fspath(p)} is for shot {i}, which the timeline does not have"
+              for i, p in projects.items() if str(i) not in used]
     out.mkdir(parents=True, exist_ok=True)
     results: list[ShotResult] = []
     n = len(shots)
@@ -138,8 +172,10 @@ def run_batch(timeline_path: str | os.PathLike, out_folder: str | os.PathLike, *
             progress(f"shot {_k + 1}/{n} {stage}", done, total)
 
         shot_settings = _settings_for(shot, base, table, overrides)
-        results.append(_run_shot(shot, out, timeline_path.stem, shot_settings, export,
-                                 shot_progress, cancel))
+        results.append(_run_shot(shot, out, timeline_path.stem, shot_settings,
+                                 projects.get(shot.index), export, shot_progress, cancel))
+        if on_shot is not None:
+            on_shot(results[-1])
         progress("batch", k + 1, n)
     suffix = _SUFFIXES[out_fmt]
     report_path = out / f"{timeline_path.stem}_redub_report.{report}"
@@ -160,13 +196,14 @@ def output_path(out: Path, stem: str, shot: Shot, ext: str) -> Path:
     return out / f"{stem}_{shot.index:03d}_{name}_redub{ext}"
 
 
-def _run_shot(shot: Shot, out: Path, stem: str, settings: SyncSettings, export: dict[str, Any],
-              progress: ProgressFn, cancel: CancelToken | None) -> ShotResult:
+def _run_shot(shot: Shot, out: Path, stem: str, settings: SyncSettings,
+              project: str | os.PathLike | None, export: dict[str, Any], progress: ProgressFn,
+              cancel: CancelToken | None) -> ShotResult:
     """Render one shot; a RedubError becomes a failed result, a faceless shot a no-face one."""
     try:
         if not Path(shot.media).is_file():
             raise RedubError(f"media of clip '{shot.name}' not found", shot.media)
-        if not Path(shot.dub).is_file():
+        if project is None and not Path(shot.dub).is_file():
             raise RedubError(f"dub '{shot.dub_name}' not found", shot.dub)
         info = probe(shot.media)
         if not info.video:
@@ -185,11 +222,15 @@ def _run_shot(shot: Shot, out: Path, stem: str, settings: SyncSettings, export: 
         t_out = clock.frame_time(shot.source_out, f"{shot.source_out}f")
         settings = replace(settings, train_range=_learn_range(
             clock.frame_time(first, ""), clock.frame_time(stop, ""), stream.duration))
+        # Frame source_in hears the dub at dub_start.
+        plan = (_Plan(Path(shot.dub), t_in - shot.dub_start, [(t_in, t_out)], [settings],
+                      Corrections()) if project is None
+                else _project_plan(Path(project), shot, settings, t_in, t_out))
         options = ExportSettings(output=str(target), codec=codec,
                                  quality=dict(export.get("quality") or {}),
                                  audio_mode=export.get("audio_mode", "ranges"),
                                  span=(first, stop))
-        key = fingerprint(shot, settings, options)
+        key = _fingerprint(shot, plan, options)
         sidecar = Path(f"{target}.redub.json")
         previous = _read_sidecar(sidecar)
         if (previous.get("fingerprint") == key and target.is_file()
@@ -197,15 +238,20 @@ def _run_shot(shot: Shot, out: Path, stem: str, settings: SyncSettings, export: 
             return ShotResult(shot, "skipped", target, int(previous.get("frames", stop - first)),
                               ["output is up to date"])
 
+        sessions: list[SyncSession] = []
+
         def prepared(session: SyncSession) -> None:
-            if not session.edited_frames().size:
-                raise _NoFace(session.notes)
+            # One session per distinct setting: faceless when none of them re-syncs a frame.
+            sessions.append(session)
+            if (len(sessions) == len(set(plan.settings))
+                    and not any(s.edited_frames().size for s in sessions)):
+                raise _NoFace([n for s in sessions for n in s.notes])
 
         try:
-            # Frame source_in hears the dub at dub_start.
-            result = sync(shot.media, shot.dub, options, dub_offset=t_in - shot.dub_start,
-                          ranges=[(t_in, t_out)], settings=settings, progress=progress,
-                          cancel=cancel, prepared=prepared)
+            result = sync(shot.media, plan.dub, options, dub_offset=plan.dub_offset,
+                          ranges=plan.ranges, settings=plan.settings[0],
+                          range_settings=plan.settings, corrections=plan.corrections,
+                          progress=progress, cancel=cancel, prepared=prepared)
         except NoFaceError as exc:
             return ShotResult(shot, "no-face", None, 0, [exc.problem])
         except _NoFace as exc:
@@ -213,8 +259,9 @@ def _run_shot(shot: Shot, out: Path, stem: str, settings: SyncSettings, export: 
                               list(exc.notes) or ["no face to re-sync"])
         _write_json(sidecar, {"version": VERSION, "fingerprint": key,
                               "frames": result.frames, "size": target.stat().st_size,
-                              "media": str(shot.media),
-                              "dub": str(shot.dub), "source_in": shot.source_in,
+                              "media": str(shot.media), "dub": str(plan.dub),
+                              "project": None if project is None else os.fspath(project),
+                              "source_in": shot.source_in,
                               "source_out": shot.source_out, "first": first})
         # A dub file running on past its clip is how timelines are cut: no news in a shot.
         notes = [n for n in result.notes if "past the edited range" not in n]
@@ -223,6 +270,38 @@ def _run_shot(shot: Shot, out: Path, stem: str, settings: SyncSettings, export: 
         raise
     except RedubError as exc:
         return ShotResult(shot, "failed", None, 0, [str(exc)])
+
+
+def _project_plan(path: Path, shot: Shot, base: SyncSettings, t_in: float,
+                  t_out: float) -> _Plan:
+    """The shot as its project has it: ranges cut to the overlap [t_in, t_out), each with its
+    settings on top of ``base``, the corrections, the dub and where it starts."""
+    project = Project.load(path)
+    media = project.media
+    if os.path.abspath(media.path) != os.path.abspath(shot.media) and not media.matches(
+            shot.media):
+        raise RedubError(f"the project of shot {shot.index} is on other media "
+                         f"({os.path.basename(media.path)})", path)
+    if len(project.dubs) != 1:
+        raise RedubError(f"the project of shot {shot.index} has {len(project.dubs)} dub "
+                         "tracks: a render needs one", path)
+    spans = [(max(r.start, t_in), min(r.end, t_out), r.settings) for r in project.ranges]
+    spans = [(a, b, s) for a, b, s in spans if b > a + 1e-6]
+    if not spans:
+        raise RedubError(f"the project of shot {shot.index} has no range inside the shot", path)
+    dub = project.dubs[0]
+    if not dub.media.exists:
+        raise RedubError(f"dub of shot {shot.index}'s project not found", dub.media.path)
+    return _Plan(Path(dub.media.path), dub.offset, [(a, b) for a, b, _ in spans],
+                 [_with_range_settings(base, s) for _, _, s in spans], project.corrections)
+
+
+def _with_range_settings(base: SyncSettings, edited: RangeSettings) -> SyncSettings:
+    """``base`` (the batch's settings for the shot) with what a project's range sets."""
+    s = edited.to_sync_settings()
+    return replace(base, backend=s.backend, stabilizer=s.stabilizer, restorer=s.restorer,
+                   restore_strength=s.restore_strength, openness_gain=s.openness_gain,
+                   audio_offset_ms=s.audio_offset_ms, mask=s.mask, target=s.target)
 
 
 def _learn_range(start: float, end: float, duration: float) -> tuple[float, float]:
@@ -243,15 +322,20 @@ def _extension(codec: str, media: Path) -> str:
     return ext if ext in allowed else allowed[0]
 
 
-def fingerprint(shot: Shot, settings: SyncSettings, export: ExportSettings) -> str:
-    """sha256 of everything the shot's output depends on (not where it lies on the timeline)."""
+def _fingerprint(shot: Shot, plan: _Plan, export: ExportSettings) -> str:
+    """sha256 of everything the shot's output depends on (not where it lies on the timeline).
+
+    A project that says what the batch would have said (one range over the overlap, the dub
+    where the timeline has it, no corrections) gives the same fingerprint."""
     def identity(path: Path) -> list:
         st = os.stat(path)
         return [os.path.abspath(path), st.st_size, st.st_mtime_ns]
 
-    data = {"version": VERSION, "media": identity(shot.media), "dub": identity(shot.dub),
-            "shot": [shot.rate, shot.source_in, shot.source_out, shot.handles, shot.dub_start],
-            "settings": asdict(settings),
+    data = {"version": VERSION, "media": identity(shot.media), "dub": identity(plan.dub),
+            "shot": [shot.rate, shot.source_in, shot.source_out, shot.handles],
+            "dub_offset": plan.dub_offset, "ranges": plan.ranges,
+            "settings": [asdict(s) for s in plan.settings],
+            "corrections": plan.corrections.to_dict(),
             "export": [export.codec, export.quality, export.audio_mode, list(export.span or ())]}
     text = json.dumps(data, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()
