@@ -334,16 +334,18 @@ def test_parsing_is_a_mask_kind_of_ranges_and_needs_the_parser_model(tmp_path):
     assert settings.to_sync_settings().mask.kind == "parsing"
 
 
-def test_sync_command_takes_the_mask_kind_and_asks_for_the_parser(tmp_path, capsys):
+@pytest.mark.parametrize("kind, model", [("parsing", MODEL_ID),
+                                         ("mouth", "face_parsing_parsenet")])
+def test_sync_command_takes_the_mask_kind_and_asks_for_the_parser(tmp_path, capsys, kind, model):
     from engine.cli import main
     from tests.media_factory import make_video, write_tone_wav
 
     video = make_video(tmp_path / "v.mp4", frames=10, size=(64, 48))
     dub = write_tone_wav(tmp_path / "d.wav", 1.0)
-    code = main(["sync", str(video), "--audio", str(dub), "--mask", "parsing", "--offline",
+    code = main(["sync", str(video), "--audio", str(dub), "--mask", kind, "--offline",
                  "-o", str(tmp_path / "out.mp4")])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1 and len(err) == 1 and MODEL_ID in err[0]  # offline: which file is missing
+    assert code == 1 and len(err) == 1 and model in err[0]  # offline: which file is missing
     assert not (tmp_path / "out.mp4").exists()
 
 

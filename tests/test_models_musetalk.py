@@ -93,7 +93,9 @@ def test_shipped_manifest_describes_musetalk_parsing_and_edtalk():
     assert "Apache-2.0" in edtalk.license and edtalk.convert is None
     # Every converted model is made from files the checkpoint set lists, each with a source.
     files = checkpoint_sets()["musetalk"].files
-    assert set(files) == {p for e in entries.values() if e.convert for p in e.convert.needs} | \
+    assert set(files) == {p for e in entries.values()
+                          if e.convert and e.convert.checkpoints == "musetalk"
+                          for p in e.convert.needs} | \
         {"musetalkV15/musetalk.json", "musetalk/musetalk.json"}
     assert all(f.urls and f.urls[0].startswith("https://huggingface.co/") for f in files.values())
     assert files["face-parse-bisent/79999_iter.pth"].size == 53289463

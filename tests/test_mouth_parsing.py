@@ -248,19 +248,6 @@ def test_the_inspector_offers_the_mouth_mask():
     assert "mouth" in MASK_KINDS and LABELS["mouth"] == "Face parsing (mouth)"
 
 
-def test_sync_command_takes_the_mouth_mask_and_asks_for_parsenet(tmp_path, capsys):
-    from engine.cli import main
-    from tests.media_factory import make_video, write_tone_wav
-
-    video = make_video(tmp_path / "v.mp4", frames=10, size=(64, 48))
-    dub = write_tone_wav(tmp_path / "d.wav", 1.0)
-    code = main(["sync", str(video), "--audio", str(dub), "--mask", "mouth", "--offline",
-                 "-o", str(tmp_path / "out.mp4")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 1 and len(err) == 1 and MODEL_ID in err[0]  # accepted; the model is missing
-    assert not (tmp_path / "out.mp4").exists()
-
-
 @pytest.fixture()
 def models_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("REDUB_MODELS_DIR", str(tmp_path / "models"))

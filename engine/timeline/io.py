@@ -49,7 +49,7 @@ from typing import Iterable, Sequence
 import opentimelineio as otio
 
 from engine.errors import RedubError, UsageError
-from engine.media.probe import probe
+from engine.media.probe import VideoStreamInfo, probe
 from engine.project import _files_by_name
 
 FORMATS: dict[str, str] = {"otio": "otio_json", "fcp_xml": "fcp_xml", "fcpx_xml": "fcpx_xml",
@@ -262,8 +262,9 @@ def _edl_media(timeline: otio.schema.Timeline) -> otio.schema.Timeline:
     return timeline
 
 
-def _first_media_rate(timeline: otio.schema.Timeline, path: Path) -> float | None:
-    for clip in timeline.find_clips():
+def _first_video(timeline: otio.schema.Timeline, path: Path) -> VideoStreamInfo | None:
+    """The video stream of the first video-track clip whose media file is found, or None."""
+    for clip in (c for track in timeline.video_tracks() for c in track.find_clips()):
         found = media_path(clip, path)
         if found is None or not found.is_file():
             continue
@@ -272,8 +273,13 @@ def _first_media_rate(timeline: otio.schema.Timeline, path: Path) -> float | Non
         except RedubError:
             continue
         if info.video:
-            return float(info.video[0].frame_rate)
+            return info.video[0]
     return None
+
+
+def _first_media_rate(timeline: otio.schema.Timeline, path: Path) -> float | None:
+    video = _first_video(timeline, path)
+    return None if video is None else float(video.frame_rate)
 
 
 def _restore_aaf_track_names(timeline: otio.schema.Timeline, path: Path) -> None:
@@ -407,38 +413,26 @@ def _mlt_profile(timeline: otio.schema.Timeline, path: Path) -> dict[str, str]:
     """MLT profile attributes for the first video clip's media (none when no video file is
     found): melt renders in the profile's picture, scaling and converting media that differ.
     The frame rate is the media's exact one where it is the timeline's (29.97 as 30000/1001)."""
-    for track in timeline.video_tracks():
-        for clip in track.find_clips():
-            found = media_path(clip, path)
-            if found is None or not found.is_file():
-                continue
-            try:
-                info = probe(found)
-            except RedubError:
-                continue
-            if not info.video:
-                continue
-            video = info.video[0]
-            sar = video.sample_aspect_ratio
-            if video.rotation in (90, 270):
-                sar = 1 / sar  # width and height are as displayed, the pixel shape as stored
-            dar = Fraction(video.width * sar.numerator, video.height * sar.denominator)
-            profile = {
-                "description": f"{video.width}x{video.height} {float(video.frame_rate):g} fps",
-                "width": str(video.width), "height": str(video.height),
-                "sample_aspect_num": str(sar.numerator),
-                "sample_aspect_den": str(sar.denominator),
-                "display_aspect_num": str(dar.numerator),
-                "display_aspect_den": str(dar.denominator),
-                # FFmpeg and MLT read an unstated matrix as BT.601 below 720 lines.
-                "colorspace": _MLT_COLORSPACE.get(video.color_names["matrix"],
-                                                  "709" if video.height >= 720 else "601")}
-            fps = video.frame_rate.limit_denominator(1001)
-            if abs(float(fps) - timeline.duration().rate) < 0.01:
-                profile["frame_rate_num"] = str(fps.numerator)
-                profile["frame_rate_den"] = str(fps.denominator)
-            return profile
-    return {}
+    video = _first_video(timeline, path)
+    if video is None:
+        return {}
+    sar = video.sample_aspect_ratio
+    if video.rotation in (90, 270):
+        sar = 1 / sar  # width and height are as displayed, the pixel shape as stored
+    dar = Fraction(video.width * sar.numerator, video.height * sar.denominator)
+    profile = {
+        "description": f"{video.width}x{video.height} {float(video.frame_rate):g} fps",
+        "width": str(video.width), "height": str(video.height),
+        "sample_aspect_num": str(sar.numerator), "sample_aspect_den": str(sar.denominator),
+        "display_aspect_num": str(dar.numerator), "display_aspect_den": str(dar.denominator),
+        # FFmpeg and MLT read an unstated matrix as BT.601 below 720 lines.
+        "colorspace": _MLT_COLORSPACE.get(video.color_names["matrix"],
+                                          "709" if video.height >= 720 else "601")}
+    fps = video.frame_rate.limit_denominator(1001)
+    if abs(float(fps) - timeline.duration().rate) < 0.01:
+        profile["frame_rate_num"] = str(fps.numerator)
+        profile["frame_rate_den"] = str(fps.denominator)
+    return profile
 
 
 def _set_profile(project: Path, profile: dict[str, str]) -> None:
