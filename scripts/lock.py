@@ -1,6 +1,6 @@
 """Write the hash-locked requirement sets that ``scripts/setup.sh`` installs.
 
-One lock per set (base, dev, export, gpu), resolved from ``pyproject.toml``'s compatible ranges
+One lock per set (base, dev, export, gpu, cluster), resolved from ``pyproject.toml``'s compatible ranges
 to the newest releases that fit them and ``requirements/constraints.txt`` (with ``--upgrade``;
 without it, the releases already locked stay and only new requirements are resolved). The ``gpu`` set is
 the base with onnxruntime-gpu in place of onnxruntime (both ship the same module). pip and
@@ -32,7 +32,7 @@ def sets(project: dict) -> dict[str, list[str]]:
     extras = project["optional-dependencies"]
     gpu = [r for r in base if _name(r) != "onnxruntime"] + extras["gpu"]
     return {"base": base, "dev": base + extras["dev"], "export": base + extras["export"],
-            "gpu": gpu}
+            "gpu": gpu, "cluster": base + extras["cluster"]}
 
 
 def compile_set(name: str, requirements: list[str], uv: str, upgrade: bool) -> None:

@@ -25,10 +25,11 @@ if ! grep -q '[0-9]' /proc/asound/cards 2>/dev/null && [ ! -e "$HOME/.asoundrc" 
 fi
 
 # The locked versions (requirements/SET.txt, hashes checked), then the package itself without
-# touching them. SET: dev (default: the app and its test tools), base, export or gpu.
+# touching them. SET: dev (default: the app and its test tools), base, export, gpu or cluster
+# (a Ray worker machine).
 SET=${1:-dev}
 LOCK=requirements/$SET.txt
-[ -f "$LOCK" ] || { echo "setup: no lock '$LOCK' (sets: base, dev, export, gpu)" >&2; exit 2; }
+[ -f "$LOCK" ] || { echo "setup: no lock '$LOCK' (sets: base, dev, export, gpu, cluster)" >&2; exit 2; }
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PIP=(.venv/bin/python -m pip -q --disable-pip-version-check)
