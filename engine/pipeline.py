@@ -22,6 +22,7 @@ import numpy as np
 
 from engine.audio import AudioFeatures, features_from_samples
 from engine.audio.mel import SAMPLE_RATE
+from engine.audio.source import source_features
 from engine.audio.vad import SOUND_DBFS
 from engine.blend import match_mean, pyramid_blend
 from engine.errors import RedubError, UsageError
@@ -35,7 +36,7 @@ from engine.lipsync.retrieval import even_box
 from engine.mask import (MaskSettings, chin_cover, face_scale, frame_mask, landmark_mask,
                          landmark_polygon)
 from engine.maskedit import KEEP_FADE, NO_EDITS, Corrections, FrameEdits, keep_fade
-from engine.media.audio import read_audio, read_mono
+from engine.media.audio import read_mono
 from engine.media.frame import Frame
 from engine.media.probe import probe
 from engine.mouth_parsing import MouthParser, mouth_mask
@@ -311,10 +312,8 @@ def prepare_sync(video: str | os.PathLike, dub: str | os.PathLike, *, dub_offset
     notes = session.notes
     # The analysis covers the edits and the footage to learn from (the whole clip by default).
     learn = settings.train_range or (0.0, duration)
-    span = [min([r[0] for r in edit_ranges] + [learn[0]]),
-            max([r[1] for r in edit_ranges] + [learn[1]])]
     try:
-        analysis = analyze_range(video, max(span[0], 0.0), min(span[1], duration),
+        analysis = analyze_range(video, *analysis_span(edit_ranges, settings, duration),
                                  target=settings.target, backend=settings.face_backend,
                                  progress=progress, cancel=cancel)
     except NoFaceError as exc:
@@ -342,7 +341,7 @@ def prepare_sync(video: str | os.PathLike, dub: str | os.PathLike, *, dub_offset
     session.analysis, session.edit = analysis, edit
 
     progress("audio", 0, 2)
-    inputs = _AudioInputs(_source_features(video, times, info),
+    inputs = _AudioInputs(source_features(video, times, info),
                           read_mono(dub, SAMPLE_RATE), train)
     session._inputs = inputs
     generator = create_generator(settings.backend)
@@ -377,6 +376,39 @@ def prepare_sync(video: str | os.PathLike, dub: str | os.PathLike, *, dub_offset
     if session._generator is None:
         generator.close()
     return session
+
+
+def analysis_span(ranges: Sequence[tuple[float, float]], settings: SyncSettings,
+                  duration: float) -> tuple[float, float]:
+    """The seconds a job analyses: its edited ``ranges`` and the footage it learns from."""
+    learn = settings.train_range or (0.0, duration)
+    return (max(min([r[0] for r in ranges] + [learn[0]]), 0.0),
+            min(max([r[1] for r in ranges] + [learn[1]]), duration))
+
+
+def precompute(video: str | os.PathLike, *, ranges: Sequence[tuple[float, float]] = (),
+               settings: SyncSettings = SyncSettings(), progress: ProgressFn = no_progress,
+               cancel: CancelToken | None = None) -> bool:
+    """What :func:`prepare_sync` caches on disk, done ahead: the face analysis, its landmark
+    repair and the clip's own sound, so jobs on the same footage (a shot in several languages)
+    load them. False when there is no face (nothing is cached then)."""
+    video = os.fspath(video)
+    info = probe(video)
+    if not info.video:
+        raise RedubError("has no video stream (audio only?)", video)
+    duration = info.video[0].duration
+    try:
+        analysis = analyze_range(video, *analysis_span(list(ranges) or [(0.0, duration)],
+                                                       settings, duration),
+                                 target=settings.target, backend=settings.face_backend,
+                                 progress=progress, cancel=cancel)
+    except NoFaceError:
+        return False
+    times = refine_landmarks(video, analysis, progress=progress, cancel=cancel).analysis.times
+    progress("audio", 0, 1)
+    source_features(video, times, info)
+    progress("audio", 1, 1)
+    return True
 
 
 def sync(video: str | os.PathLike, dub: str | os.PathLike, export: ExportSettings, *,
@@ -526,22 +558,6 @@ def _ease_out(skipped: np.ndarray) -> np.ndarray:
         near[:-d] |= skipped[d:]
         weight = np.maximum(weight, near * keep_fade(d))
     return weight
-
-
-def _source_features(video: str, times: np.ndarray, info):
-    """The clip's own sound at the analysed frames (silence when it has none)."""
-    if not info.audio:
-        samples = np.zeros(int((times[-1] + 1) * SAMPLE_RATE), np.float32)
-    else:
-        samples = read_audio(video, rate=SAMPLE_RATE, channels=1).samples
-        # The audio track may start before or after the first frame.
-        shift = info.audio[0].start_time - info.video[0].start_time
-        if shift > 0:
-            samples = np.concatenate([np.zeros((int(shift * SAMPLE_RATE), 1), np.float32),
-                                      samples])
-        elif shift < 0:
-            samples = samples[int(-shift * SAMPLE_RATE):]
-    return features_from_samples(samples, times)
 
 
 def _dub_length_note(dub_start: float, dub_end: float, ranges: list[tuple[float, float]],

@@ -9,6 +9,14 @@ A fingerprint sidecar (``<output>.redub.json``) lets a rerun skip shots whose ou
 matches their inputs and settings. A shot that fails gets its line in the report and keeps its
 original clip; the others go on.
 
+Shots run as tasks of an executor (``engine.timeline.executors``: local worker processes, or a
+Ray cluster), planned here first: a shot that is up to date or whose inputs are missing never
+becomes a task. Several dub tracks are several languages: each gets its own shots (named with
+the language: ``<stem>_<NNN>_<clip name>_<language>_redub.<ext>``), output timeline and report
+(``<stem>_<language>_redub...``), but a shot's face analysis, landmark repair and source sound
+are one task per distinct footage, span and analysis settings, run before every language's
+render of it (``after``) and read by them from the on-disk caches.
+
 A shot edited in the desktop has its own project (``projects=``, by shot index): its ranges
 (cut to the overlap) with their settings and picked face, its manual corrections and its dub as
 placed there replace the batch's, and are part of the fingerprint, so an edit re-renders that
@@ -27,12 +35,15 @@ audio_offset_ms, color_match, face_backend, and mask (kind, dilation, feather).
 from __future__ import annotations
 
 import csv
+import fnmatch
+import glob
 import hashlib
 import io as text_io
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -45,12 +56,15 @@ from engine.mask import MaskSettings
 from engine.maskedit import Corrections
 from engine.media.codecs import get_preset
 from engine.media.probe import probe
-from engine.pipeline import SyncSession, SyncSettings, sync
+from engine.models.manifest import backend_models
+from engine.models.session import providers
+from engine.pipeline import SyncSession, SyncSettings, analysis_span, precompute, sync
 from engine.progress import CancelToken, ProgressFn, no_progress
 from engine.project import Project, RangeSettings
 from engine.render import ExportSettings
 from engine.timeline import io
 from engine.timeline.conform import conform
+from engine.timeline.executors import Resources, Task, create_executor
 from engine.timeline.shots import Shot, find_shots
 
 VERSION = 1  # of the fingerprint: raise it when the same inputs would render differently
@@ -79,6 +93,7 @@ class BatchResult:
     timeline: Path  # the output timeline
     report: Path
     notes: list[str]  # about the timeline as a whole (shots refused, unused overrides)
+    language: str | None = None  # the dub track, when the batch renders several
 
     @property
     def failed(self) -> list[ShotResult]:
@@ -108,20 +123,31 @@ def run_batch(timeline: str | os.PathLike | otio.schema.Timeline,
               out_folder: str | os.PathLike, *, path: str | os.PathLike | None = None,
               settings: SyncSettings | None = None, overrides: str | os.PathLike | None = None,
               projects: Mapping[int, str | os.PathLike] | None = None,
-              dub_track: str | None = None, handles: int = 0, fmt: str | None = None,
-              report: str = "csv", export: dict[str, Any] | None = None,
+              dub_track: str | Sequence[str] | None = None, handles: int = 0,
+              fmt: str | None = None, report: str = "csv", export: dict[str, Any] | None = None,
               progress: ProgressFn = no_progress, cancel: CancelToken | None = None,
-              on_shot: Callable[[ShotResult], None] | None = None) -> BatchResult:
+              on_shot: Callable[[ShotResult], None] | None = None, cluster: str | None = None,
+              workers: int | None = None,
+              ship_media: bool = False) -> BatchResult | list[BatchResult]:
     """Re-sync the shots of ``timeline`` (a file, or a timeline read from the file at
     ``path``, e.g. relinked in memory) into ``out_folder``, named after that file.
 
-    ``projects``: shot index -> the shot's own project file (see the module's notes); they
-    take precedence over ``overrides``. ``export``: ExportSettings fields for every shot
-    (codec, quality, audio_mode; the codec defaults to the source's family). ``fmt``: the
-    output timeline's format (default: the input's). ``on_shot`` gets each shot's result as it
-    is known. Progress: stage "batch" counts shots; each shot's own stages are reported as
-    "shot K/N <stage>". Cancelling stops between frames; finished shots stay (and are
-    skipped by a rerun), the shot under way leaves no file.
+    ``dub_track``: the dub track's name (None: found as ``shots.py`` says), or several names
+    and patterns ("Dub *"), one language each: then a list of results, one per language, each
+    with its own timeline and report. ``projects``: shot index -> the shot's own project file
+    (see the module's notes; one language only); they take precedence over ``overrides``.
+    ``export``: ExportSettings fields for every shot (codec, quality, audio_mode; the codec
+    defaults to the source's family). ``fmt``: the output timeline's format (default: the
+    input's). ``on_shot`` gets each shot's result as it is known.
+
+    Shots run as tasks of an executor (``engine.timeline.executors``): local worker processes
+    (``workers``, default one per two cores), or a Ray cluster (``cluster``: "auto" or its
+    address; ``ship_media`` sends the media through its object store, and each render then
+    analyses its own copy). Progress: stage "batch"
+    counts the shots of every language; each shot's own stages are reported as "shot K/N
+    <stage>" ("<language> shot K/N <stage>" with several). Cancelling stops every task
+    between frames; finished shots stay (and are skipped by a rerun), shots under way leave
+    no file.
     """
     if isinstance(timeline, otio.schema.Timeline):
         if path is None:
@@ -150,39 +176,197 @@ def run_batch(timeline: str | os.PathLike | otio.schema.Timeline,
 
     if timeline is None:
         timeline = io.read_timeline(timeline_path)
-    shots, notes = find_shots(timeline, timeline_path, dub_track=dub_track, handles=handles)
-    notes = list(notes)
-    if not shots:
-        raise RedubError("no shot to re-sync (" + ("; ".join(notes) or "no dub track and no "
-                         "dub markers") + ")", timeline_path)
-    used = {str(s.index) for s in shots} | {s.name for s in shots}
-    notes += [f"override '{key}' matches no shot" for key in table if key not in used]
+    languages = _languages(timeline, timeline_path, dub_track)
+    several = len(languages) > 1
     projects = dict(projects or {})
-    notes += [f"project {os.fspath(p)} is for shot {i}, which the timeline does not have"
-              for i, p in projects.items() if str(i) not in used]
+    if several and projects:
+        raise UsageError("a shot's project holds one dub: render it one language at a time")
+    batches: list[_Language] = []
+    for language in languages:
+        shots, notes = find_shots(timeline, timeline_path, dub_track=language, handles=handles)
+        notes = list(notes)
+        if not shots:
+            where = f"no shot to re-sync in dub track '{language}'" if several else \
+                "no shot to re-sync"
+            raise RedubError(where + " (" + ("; ".join(notes) or "no dub track and no dub "
+                             "markers") + ")", timeline_path)
+        used = {str(s.index) for s in shots} | {s.name for s in shots}
+        notes += [f"override '{key}' matches no shot" for key in table if key not in used]
+        notes += [f"project {os.fspath(p)} is for shot {i}, which the timeline does not have"
+                  for i, p in projects.items() if str(i) not in used]
+        batches.append(_Language(language if several else None, shots, notes))
     out.mkdir(parents=True, exist_ok=True)
-    results: list[ShotResult] = []
-    n = len(shots)
-    progress("batch", 0, n)
-    for k, shot in enumerate(shots):
-        if cancel is not None:
-            cancel.check()
 
-        def shot_progress(stage: str, done: int, total: int, _k: int = k) -> None:
-            progress(f"shot {_k + 1}/{n} {stage}", done, total)
+    total = sum(len(b.shots) for b in batches)
+    finished = 0
+    lock = threading.Lock()
 
-        shot_settings = _settings_for(shot, base, table, overrides)
-        results.append(_run_shot(shot, out, timeline_path.stem, shot_settings,
-                                 projects.get(shot.index), export, shot_progress, cancel))
-        if on_shot is not None:
-            on_shot(results[-1])
-        progress("batch", k + 1, n)
+    def known(batch: _Language, k: int, result: ShotResult) -> None:
+        nonlocal finished
+        with lock:
+            batch.results[k] = result
+            finished += 1
+            if on_shot is not None:
+                on_shot(result)
+            progress("batch", finished, total)
+
+    progress("batch", 0, total)
+    tasks: list[Task] = []
+    labels: dict[str, str] = {}  # task key -> its progress prefix
+    renders: dict[str, tuple[_Language, int, ShotJob]] = {}
+    analyses: dict[tuple, str] = {}  # what a shot's analysis depends on -> its task's key
+    for batch in batches:
+        n = len(batch.shots)
+        for k, shot in enumerate(batch.shots):
+            if cancel is not None:
+                cancel.check()
+            label = f"{batch.language} shot {k + 1}/{n}" if several else f"shot {k + 1}/{n}"
+            planned = _plan_shot(shot, out, timeline_path.stem, _settings_for(
+                shot, base, table, overrides), projects.get(shot.index), export, batch.language)
+            if isinstance(planned, ShotResult):
+                known(batch, k, planned)
+                continue
+            after = []
+            # Shipped media are copied for each task: a cache under a copy's path is never
+            # found again, so each render analyses its own copy.
+            for video, spans, chosen, span in [] if ship_media else _analyses(planned):
+                what = (video, span, chosen.target, chosen.face_backend)
+                if what not in analyses:
+                    analyses[what] = f"analyse {len(analyses) + 1}"
+                    labels[analyses[what]] = f"shot {k + 1}/{n}"
+                    tasks.append(Task(analyses[what], analyse_shot, (video, spans, chosen),
+                                      Resources(cpus=1.0), media=(video,)))
+                after.append(analyses[what])
+            key = f"render {len(renders) + 1}"
+            labels[key], renders[key] = label, (batch, k, planned)
+            tasks.append(Task(key, render_shot, (planned,), _resources(planned.plan),
+                              after=tuple(dict.fromkeys(after)),
+                              media=tuple(dict.fromkeys((str(shot.media),
+                                                         str(planned.plan.dub))))))
+
+    def task_progress(key: str, stage: str, done: int, total: int) -> None:
+        progress(f"{labels[key]} {stage}", done, total)
+
+    def task_done(key: str, result: Any) -> None:
+        if key not in renders:
+            return  # an analysis: its shots' renders read what it cached
+        batch, k, job = renders[key]
+        if not isinstance(result, ShotResult):
+            problem = str(result) if isinstance(result, RedubError) else \
+                f"{type(result).__name__}: {result}"
+            result = ShotResult(job.shot, "failed", None, 0, [problem])
+        known(batch, k, result)
+
+    if tasks:
+        executor = create_executor(cluster, workers, ship_media)
+        try:
+            executor.run(tasks, progress=task_progress, on_done=task_done, cancel=cancel)
+        finally:
+            executor.close()
+            for _, _, job in renders.values():
+                _remove_leftovers(job.target)
+
+    results = []
     suffix = _SUFFIXES[out_fmt]
-    report_path = out / f"{timeline_path.stem}_redub_report.{report}"
-    _write_report(report_path, results, notes, timeline, report)
-    timeline_out = out / f"{timeline_path.stem}_redub{suffix}"
-    conform(timeline, timeline_path, results, timeline_out, out_fmt)
-    return BatchResult(shots=results, timeline=timeline_out, report=report_path, notes=notes)
+    for batch in batches:
+        tag = f"_{_tag(batch.language)}" if batch.language is not None else ""
+        report_path = out / f"{timeline_path.stem}{tag}_redub_report.{report}"
+        shots = [r for r in batch.results if r is not None]
+        _write_report(report_path, shots, batch.notes, timeline, report)
+        timeline_out = out / f"{timeline_path.stem}{tag}_redub{suffix}"
+        conform(timeline, timeline_path, shots, timeline_out, out_fmt)
+        results.append(BatchResult(shots=shots, timeline=timeline_out, report=report_path,
+                                   notes=batch.notes, language=batch.language))
+    return results if _many(dub_track) else results[0]
+
+
+@dataclass
+class _Language:
+    """One language of the batch: its dub track's shots and their results as they come."""
+
+    language: str | None  # the dub track's name; None when the batch has one language
+    shots: list[Shot]
+    notes: list[str]
+    results: list[ShotResult | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.shots)
+
+
+def _many(dub_track: str | Sequence[str] | None) -> bool:
+    """Whether ``dub_track`` asks for a list of results: several names, or a pattern."""
+    return dub_track is not None and (not isinstance(dub_track, str) or _is_pattern(dub_track))
+
+
+def _is_pattern(name: str) -> bool:
+    return any(c in name for c in "*?[")
+
+
+def _languages(timeline: otio.schema.Timeline, timeline_path: Path,
+               dub_track: str | Sequence[str] | None) -> list[str | None]:
+    """The dub tracks the batch renders, patterns expanded in track order."""
+    if dub_track is None:
+        return [None]
+    names = [dub_track] if isinstance(dub_track, str) else list(dub_track)
+    tracks = [t.name for t in timeline.audio_tracks()]
+    chosen: list[str] = []
+    for name in names:
+        if not _is_pattern(name):
+            chosen.append(name)
+            continue
+        found = [t for t in tracks if fnmatch.fnmatchcase(t.casefold(), name.casefold())]
+        if not found:
+            listed = ", ".join(f"'{t}'" for t in tracks) or "none"
+            raise UsageError(f"no audio track matches '{name}' (audio tracks: {listed})",
+                             timeline_path)
+        chosen += found
+    chosen = list(dict.fromkeys(chosen))
+    if not chosen:
+        raise UsageError("no dub track given", timeline_path)
+    tags = [_tag(name) for name in chosen]
+    if len(chosen) > 1 and len(set(tags)) < len(tags):
+        raise UsageError("dub tracks " + ", ".join(f"'{n}'" for n in chosen) + " give the "
+                         "same file names: rename one", timeline_path)
+    return chosen
+
+
+def _tag(name: str) -> str:
+    """A name as it goes into file names."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:48] or "dub"
+
+
+def _resources(plan: _Plan) -> Resources:
+    """One core per shot (the render's own threads gain little on a busy machine), and half a
+    GPU where a neural stage runs on one: two shots share a GPU, one decoding and blending on
+    the CPU while the other's networks run, and the networks' memory fits twice on any card
+    these models need. Decided on the machine that plans the batch, which is expected to run
+    the workers' onnxruntime build."""
+    neural = any(backend_models("generator", s.backend) or backend_models("restorer", s.restorer)
+                 for s in plan.settings)
+    if not neural:
+        return Resources(cpus=1.0)
+    names = {name for name, _ in providers()}
+    gpu = bool(names & {"TensorrtExecutionProvider", "CUDAExecutionProvider"})
+    return Resources(cpus=1.0, gpus=0.5 if gpu else 0.0)
+
+
+def _analyses(job: ShotJob) -> list[tuple[str, list[tuple[float, float]], SyncSettings,
+                                          tuple[float, float]]]:
+    """What the shot's sync will analyse, as ``sync`` groups its ranges: (video, ranges,
+    settings, analysed span) per group of ranges sharing settings."""
+    groups: dict[SyncSettings, list[tuple[float, float]]] = {}
+    for span, chosen in zip(job.plan.ranges, job.plan.settings):
+        groups.setdefault(chosen, []).append(span)
+    video = str(job.shot.media)
+    return [(video, spans, chosen, tuple(round(t, 6) for t in
+                                         analysis_span(spans, chosen, job.duration)))
+            for chosen, spans in groups.items()]
+
+
+def _remove_leftovers(target: Path) -> None:
+    """Temporary files of a render a worker did not finish (killed, or cancelled hard)."""
+    for stray in target.parent.glob(f".{glob.escape(target.name)}.*"):
+        stray.unlink(missing_ok=True)
 
 
 # The suffix each format is written with (io.format_of reads them back).
@@ -190,16 +374,33 @@ _SUFFIXES = {"otio": ".otio", "fcp_xml": ".xml", "fcpx_xml": ".fcpxml", "edl": "
              "aaf": ".aaf", "kdenlive": ".kdenlive"}
 
 
-def output_path(out: Path, stem: str, shot: Shot, ext: str) -> Path:
-    """Where a shot's new media goes: ``<stem>_<NNN>_<clip name>_redub<ext>``."""
+def output_path(out: Path, stem: str, shot: Shot, ext: str, language: str | None = None) -> Path:
+    """Where a shot's new media goes: ``<stem>_<NNN>_<clip name>_redub<ext>``, with the
+    language after the clip's name when the batch has several."""
     name = re.sub(r"[^A-Za-z0-9_-]+", "_", shot.name).strip("_")[:48] or "clip"
-    return out / f"{stem}_{shot.index:03d}_{name}_redub{ext}"
+    tag = f"_{_tag(language)}" if language is not None else ""
+    return out / f"{stem}_{shot.index:03d}_{name}{tag}_redub{ext}"
 
 
-def _run_shot(shot: Shot, out: Path, stem: str, settings: SyncSettings,
-              project: str | os.PathLike | None, export: dict[str, Any], progress: ProgressFn,
-              cancel: CancelToken | None) -> ShotResult:
-    """Render one shot; a RedubError becomes a failed result, a faceless shot a no-face one."""
+@dataclass(frozen=True)
+class ShotJob:
+    """One shot's render in one language as plain data, for a worker process or machine."""
+
+    shot: Shot
+    target: Path  # the new media
+    options: ExportSettings
+    plan: _Plan
+    fingerprint: str
+    project: str | None
+    first: int  # the first source frame written
+    duration: float  # of the media, seconds
+
+
+def _plan_shot(shot: Shot, out: Path, stem: str, settings: SyncSettings,
+               project: str | os.PathLike | None, export: dict[str, Any],
+               language: str | None) -> ShotJob | ShotResult:
+    """What rendering the shot takes, or its result already: skipped when its output is up to
+    date, failed when its inputs are wrong."""
     try:
         if not Path(shot.media).is_file():
             raise RedubError(f"media of clip '{shot.name}' not found", shot.media)
@@ -216,7 +417,7 @@ def _run_shot(shot: Shot, out: Path, stem: str, settings: SyncSettings,
         first = max(0, shot.source_in - shot.handles)
         stop = min(count, shot.source_out + shot.handles)
         codec = export.get("codec") or FAMILIES.get(stream.codec, "h264")
-        target = output_path(out, stem, shot, _extension(codec, shot.media))
+        target = output_path(out, stem, shot, _extension(codec, shot.media), language)
         clock = stream.clock
         t_in = clock.frame_time(shot.source_in, f"{shot.source_in}f")
         t_out = clock.frame_time(shot.source_out, f"{shot.source_out}f")
@@ -231,45 +432,74 @@ def _run_shot(shot: Shot, out: Path, stem: str, settings: SyncSettings,
                                  audio_mode=export.get("audio_mode", "ranges"),
                                  span=(first, stop))
         key = _fingerprint(shot, plan, options)
-        sidecar = Path(f"{target}.redub.json")
-        previous = _read_sidecar(sidecar)
+        previous = _read_sidecar(_sidecar(target))
         if (previous.get("fingerprint") == key and target.is_file()
                 and target.stat().st_size == previous.get("size")):
             return ShotResult(shot, "skipped", target, int(previous.get("frames", stop - first)),
                               ["output is up to date"])
+        return ShotJob(shot, target, options, plan, key,
+                       None if project is None else os.fspath(project), first, stream.duration)
+    except RedubError as exc:
+        return ShotResult(shot, "failed", None, 0, [str(exc)])
 
-        sessions: list[SyncSession] = []
 
-        def prepared(session: SyncSession) -> None:
-            # One session per distinct setting: faceless when none of them re-syncs a frame.
-            sessions.append(session)
-            if (len(sessions) == len(set(plan.settings))
-                    and not any(s.edited_frames().size for s in sessions)):
-                raise _NoFace([n for s in sessions for n in s.notes])
+def _sidecar(target: Path) -> Path:
+    return Path(f"{target}.redub.json")
 
-        try:
-            result = sync(shot.media, plan.dub, options, dub_offset=plan.dub_offset,
-                          ranges=plan.ranges, settings=plan.settings[0],
-                          range_settings=plan.settings, corrections=plan.corrections,
-                          progress=progress, cancel=cancel, prepared=prepared)
-        except NoFaceError as exc:
-            return ShotResult(shot, "no-face", None, 0, [exc.problem])
-        except _NoFace as exc:
-            return ShotResult(shot, "no-face", None, 0,
-                              list(exc.notes) or ["no face to re-sync"])
-        _write_json(sidecar, {"version": VERSION, "fingerprint": key,
-                              "frames": result.frames, "size": target.stat().st_size,
-                              "media": str(shot.media), "dub": str(plan.dub),
-                              "project": None if project is None else os.fspath(project),
-                              "source_in": shot.source_in,
-                              "source_out": shot.source_out, "first": first})
-        # A dub file running on past its clip is how timelines are cut: no news in a shot.
-        notes = [n for n in result.notes if "past the edited range" not in n]
-        return ShotResult(shot, "done", target, result.frames, notes)
+
+def analyse_shot(video: str, ranges: list[tuple[float, float]], settings: SyncSettings, *,
+                 progress: ProgressFn, cancel: CancelToken,
+                 media: Mapping[str, str]) -> bool:
+    """A task: the shot's face analysis, landmark repair and source sound into the caches,
+    once for every language's render of it. False where it found no face or failed: each
+    render then meets the same and reports it."""
+    try:
+        return precompute(media.get(video, video), ranges=ranges, settings=settings,
+                          progress=progress, cancel=cancel)
+    except Cancelled:
+        raise
+    except RedubError:
+        return False
+
+
+def render_shot(job: ShotJob, *, progress: ProgressFn, cancel: CancelToken,
+                media: Mapping[str, str]) -> ShotResult:
+    """A task: render one shot in one language. A RedubError becomes a failed result, a
+    faceless shot a no-face one; the sidecar is written once the media is in place."""
+    shot, plan = job.shot, job.plan
+    video = media.get(str(shot.media), str(shot.media))
+    dub = media.get(str(plan.dub), str(plan.dub))
+    sessions: list[SyncSession] = []
+
+    def prepared(session: SyncSession) -> None:
+        # One session per distinct setting: faceless when none of them re-syncs a frame.
+        sessions.append(session)
+        if (len(sessions) == len(set(plan.settings))
+                and not any(s.edited_frames().size for s in sessions)):
+            raise _NoFace([n for s in sessions for n in s.notes])
+
+    try:
+        result = sync(video, dub, job.options, dub_offset=plan.dub_offset,
+                      ranges=plan.ranges, settings=plan.settings[0],
+                      range_settings=plan.settings, corrections=plan.corrections,
+                      progress=progress, cancel=cancel, prepared=prepared)
+        target = job.target
+        _write_json(_sidecar(target), {
+            "version": VERSION, "fingerprint": job.fingerprint, "frames": result.frames,
+            "size": target.stat().st_size, "media": str(shot.media), "dub": str(plan.dub),
+            "project": job.project, "source_in": shot.source_in,
+            "source_out": shot.source_out, "first": job.first})
+    except NoFaceError as exc:
+        return ShotResult(shot, "no-face", None, 0, [exc.problem])
+    except _NoFace as exc:
+        return ShotResult(shot, "no-face", None, 0, list(exc.notes) or ["no face to re-sync"])
     except Cancelled:
         raise
     except RedubError as exc:
         return ShotResult(shot, "failed", None, 0, [str(exc)])
+    # A dub file running on past its clip is how timelines are cut: no news in a shot.
+    notes = [n for n in result.notes if "past the edited range" not in n]
+    return ShotResult(shot, "done", job.target, result.frames, notes)
 
 
 def _project_plan(path: Path, shot: Shot, base: SyncSettings, t_in: float,
