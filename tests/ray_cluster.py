@@ -1,8 +1,9 @@
 """A local Ray cluster for the tests (a head and two worker nodes on this machine, one CPU
 each), and a helper that kills the process running a task.
 
-Use: ``from tests.ray_cluster import ray_cluster`` in a test module; the fixture yields the
-head's "host:port" for ``create_executor(cluster=...)``. It is started once per session and
+Use: ``from tests.ray_cluster import local_ray, ray_cluster`` in a test module; ``ray_cluster``
+yields the head's "host:port" for ``create_executor(cluster=...)``, ``ray_client`` (import it
+too) its Ray Client address "ray://host:port". The cluster is started once per session and
 skips where Ray is not installed.
 
 Each node is its own ``ray start`` in its own process group, and is stopped by killing that
@@ -50,6 +51,7 @@ class LocalRayCluster:
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.workers = workers
+        self.client: str | None = None  # the Ray Client address, where ray[client] is installed
         self._groups: list[int] = []
         # Workers import the engine and tests' task modules however pytest was started. Token
         # authentication off, said outright: with the mode unset, a head turns it on when
@@ -63,7 +65,9 @@ class LocalRayCluster:
                 "--include-dashboard=false", f"--dashboard-port={free_port()}",
                 f"--temp-dir={self.root}"]
         if _has_ray_client():
-            head.append(f"--ray-client-server-port={free_port()}")
+            client_port = free_port()
+            head.append(f"--ray-client-server-port={client_port}")
+            self.client = f"ray://127.0.0.1:{client_port}"
         self._start(head)
         for _ in range(self.workers):
             self._start([f"--address={self.address}"])
@@ -151,15 +155,29 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[str]:
-    """A head and two worker nodes on 127.0.0.1, one CPU each; yields the head's address."""
+def local_ray() -> Iterator[LocalRayCluster]:
+    """A head and two worker nodes on 127.0.0.1, one CPU each."""
     pytest.importorskip("ray")
     cluster = LocalRayCluster()
     cluster.start()
     try:
-        yield cluster.address
+        yield cluster
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(local_ray: LocalRayCluster) -> str:
+    """The local cluster's head address (HOST:PORT)."""
+    return local_ray.address
+
+
+@pytest.fixture(scope="session")
+def ray_client(local_ray: LocalRayCluster) -> str:
+    """The local cluster's Ray Client address (ray://HOST:PORT)."""
+    if local_ray.client is None:
+        pytest.skip("Ray Client (ray[client]) is not installed")
+    return local_ray.client
 
 
 class TaskKiller(threading.Thread):

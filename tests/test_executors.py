@@ -16,7 +16,8 @@ from engine.progress import CancelToken
 from engine.timeline.executors import (CANCEL_GRACE, MAX_RETRIES, LocalExecutor, Resources,
                                        Task, create_executor)
 from tests import executor_tasks as tasks
-from tests.ray_cluster import TaskKiller, free_port, ray_cluster  # noqa: F401 - a fixture
+from tests.ray_cluster import (TaskKiller, free_port, local_ray,  # noqa: F401 - fixtures
+                               ray_client, ray_cluster)
 
 
 @pytest.fixture(params=["local", "ray"])
@@ -176,12 +177,22 @@ def test_cluster_errors_are_one_line(ray_cluster, monkeypatch):  # noqa: F811
             ex.run([Task("g", tasks.double, (1,), Resources(gpus=0.5))])
     finally:
         ex.close()
-    try:
-        import grpc  # noqa: F401
-    except ImportError:  # Ray Client is an extra: the error says what to install
-        with pytest.raises(RedubError, match=r"ray\[client\]") as error:
-            create_executor(cluster=f"ray://{ray_cluster}")
-        assert "\n" not in str(error.value)
+    monkeypatch.setitem(sys.modules, "grpc", None)  # Ray Client missing: what to install
+    with pytest.raises(RedubError, match=r"ray\[client\]") as error:
+        create_executor(cluster=f"ray://{ray_cluster}")
+    assert "\n" not in str(error.value)
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(RedubError, match=r'pip install "redub-studio\[cluster\]"'):
         create_executor(cluster=ray_cluster)
+
+
+def test_ray_client_addresses_run_tasks(ray_client):  # noqa: F811
+    """``--cluster ray://HOST:PORT``: the tasks run on the cluster through Ray Client."""
+    reports = []
+    ex = create_executor(cluster=ray_client)
+    try:
+        results = ex.run([Task("x", tasks.double, (21,))], progress=lambda *r: reports.append(r))
+    finally:
+        ex.close()
+    assert results["x"][0] == 42 and results["x"][1] != os.getpid()
+    assert reports[-1] == ("x", "double", 2, 2)

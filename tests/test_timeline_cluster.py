@@ -31,7 +31,7 @@ from engine.timeline.executors import pid_file
 from tests import timeline_factory as tf
 from tests.conftest import shared_clip
 from tests.media_factory import decode_all
-from tests.ray_cluster import ray_cluster  # noqa: F401 - a fixture
+from tests.ray_cluster import local_ray, ray_cluster  # noqa: F401 - fixtures
 
 FFV1 = {"codec": "ffv1"}
 LANGUAGES = ["Dub EN", "Dub FR"]

@@ -500,9 +500,12 @@ def _materialised(media: Mapping[str, Any]) -> Iterator[dict[str, str]]:
 def _ray_task(fn: Callable[..., Any], args: tuple, key: str, env: Mapping[str, str],
               media: Mapping[str, Any], hub: Any) -> tuple[str, Any]:
     """What a Ray worker runs for a Task."""
+    import ray
+
+    last: list[Any] = []
 
     def report(stage: str, done: int, total: int) -> None:
-        hub.report.remote(key, stage, done, total)
+        last[:] = [hub.report.remote(key, stage, done, total)]
 
     cancel = _PolledCancel(hub)
     try:
@@ -511,6 +514,13 @@ def _ray_task(fn: Callable[..., Any], args: tuple, key: str, env: Mapping[str, s
                          cancel)
     finally:
         cancel.stop()
+        # The hub has every report before the task ends (an actor runs one caller's calls in
+        # order), so the caller's last drain sees them all.
+        if last:
+            try:
+                ray.get(last[0], timeout=5)
+            except ray.exceptions.RayError:
+                pass
 
 
 def _ray_failure(ray: Any, key: str, exc: Exception) -> RedubError:
@@ -594,6 +604,8 @@ class RayExecutor:
                     raise ValueError("tasks wait for each other in a circle: "
                                      + ", ".join(t.key for t in pending))
                 self._collect(hub, running, 0.2, ended, progress, on_done)
+            for report in ray.get(hub.drain.remote()):  # the last tasks' last reports
+                progress(*report)
         finally:
             ray.kill(hub)
         return ended
