@@ -32,6 +32,7 @@ meantime are still reported; run() then raises `Cancelled`.
 """
 from __future__ import annotations
 
+import heapq
 import logging
 import multiprocessing
 import os
@@ -125,8 +126,66 @@ def _check(tasks: Sequence[Task]) -> None:
             raise ValueError(f"task {task.key} waits for unknown task(s) {sorted(unknown)}")
 
 
-def _ready(pending: list[Task], ended: Mapping[str, Any]) -> list[Task]:
-    return [t for t in pending if all(k in ended for k in t.after)]
+class _Pending:
+    """The tasks not started yet, and the first of them (in the tasks' order) that may start.
+    A task is looked at when one of its prerequisites ends, not on every event: a film in ten
+    languages is some 16,500 tasks, and rescanning them all at each end took minutes."""
+
+    def __init__(self, tasks: Sequence[Task]) -> None:
+        self._tasks = {t.key: t for t in tasks}
+        self._order = {t.key: i for i, t in enumerate(tasks)}
+        self._missing = {t.key: set(t.after) for t in tasks}
+        self._dependents: dict[str, list[str]] = {}
+        for task in tasks:
+            for key in set(task.after):
+                self._dependents.setdefault(key, []).append(task.key)
+        self._ready = [(self._order[t.key], t.key) for t in tasks if not t.after]  # a heap
+        self._front = 0  # retried tasks go before every other
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(list(self._tasks.values()))
+
+    def first_ready(self) -> Task | None:
+        while self._ready and self._ready[0][1] not in self._tasks:  # taken since
+            heapq.heappop(self._ready)
+        return self._tasks[self._ready[0][1]] if self._ready else None
+
+    def remove(self, task: Task) -> None:
+        del self._tasks[task.key]
+
+    def insert(self, index: int, task: Task) -> None:
+        """``task`` back among the pending, first (``index`` 0: a retry goes first)."""
+        self._front -= 1
+        self._tasks[task.key] = task
+        if not self._missing[task.key]:
+            heapq.heappush(self._ready, (self._front, task.key))
+
+    def ended(self, key: str) -> None:
+        for dependent in self._dependents.pop(key, ()):
+            missing = self._missing[dependent]
+            missing.discard(key)
+            if not missing and dependent in self._tasks:
+                heapq.heappush(self._ready, (self._order[dependent], dependent))
+
+
+class _Ended(dict):
+    """Results by key; each key set releases the tasks that waited for it."""
+
+    def __init__(self, pending: _Pending) -> None:
+        super().__init__()
+        self._pending = pending
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self._pending.ended(key)
+
+
+def _queues(tasks: Sequence[Task]) -> tuple[_Pending, _Ended]:
+    pending = _Pending(tasks)
+    return pending, _Ended(pending)
 
 
 def _redub_env() -> dict[str, str]:
@@ -269,19 +328,19 @@ class LocalExecutor:
         _check(tasks)
         if self.workers == 0:
             return self._run_inline(tasks, progress, on_done, cancel or CancelToken())
-        pending, ended = list(tasks), {}
+        pending, ended = _queues(tasks)
         deaths: dict[str, int] = {}
         env = _redub_env()
         while pending or self._busy():
             if cancel is not None and cancel.cancelled:
                 self._cancel(ended, progress, on_done)
-            for task in _ready(pending, ended):
+            while (task := pending.first_ready()) is not None:
                 worker = self._idle_worker()
                 if worker is None:
                     break
                 pending.remove(task)
                 self._send(worker, task, env, pending, ended, on_done)
-            if pending and not self._busy() and not _ready(pending, ended):
+            if pending and not self._busy() and pending.first_ready() is None:
                 raise ValueError("tasks wait for each other in a circle: "
                                  + ", ".join(t.key for t in pending))
             self._collect(0.1, pending, ended, deaths, progress, on_done)
@@ -304,13 +363,12 @@ class LocalExecutor:
     @staticmethod
     def _run_inline(tasks: Sequence[Task], progress: ProgressCallback, on_done: DoneCallback,
                     cancel: CancelToken) -> dict[str, Any]:
-        pending, ended = list(tasks), {}
+        pending, ended = _queues(tasks)
         while pending:
-            ready = _ready(pending, ended)
-            if not ready:
+            task = pending.first_ready()
+            if task is None:
                 raise ValueError("tasks wait for each other in a circle: "
                                  + ", ".join(t.key for t in pending))
-            task = ready[0]
             pending.remove(task)
             cancel.check()
 
@@ -351,7 +409,7 @@ class LocalExecutor:
             return self._pool[-1]
         return None
 
-    def _send(self, worker: _Worker, task: Task, env: dict[str, str], pending: list[Task],
+    def _send(self, worker: _Worker, task: Task, env: dict[str, str], pending: _Pending,
               ended: dict[str, Any], on_done: DoneCallback) -> None:
         try:
             worker.conn.send((task.key, task.fn, task.args, env, {m: m for m in task.media}))
@@ -366,7 +424,7 @@ class LocalExecutor:
             return
         worker.task = task
 
-    def _collect(self, timeout: float, pending: list[Task], ended: dict[str, Any],
+    def _collect(self, timeout: float, pending: _Pending | None, ended: dict[str, Any],
                  deaths: dict[str, int], progress: ProgressCallback, on_done: DoneCallback,
                  cancelling: bool = False) -> None:
         """Wait up to ``timeout`` for messages and deaths and act on them."""
@@ -397,7 +455,7 @@ class LocalExecutor:
             if worker.task is not None and (not alive or not worker.process.is_alive()):
                 self._bury(worker, pending, ended, deaths, on_done, cancelling)
 
-    def _bury(self, worker: _Worker, pending: list[Task], ended: dict[str, Any],
+    def _bury(self, worker: _Worker, pending: _Pending | None, ended: dict[str, Any],
               deaths: dict[str, int], on_done: DoneCallback, cancelling: bool) -> None:
         task = worker.task
         worker.process.join(timeout=5)
@@ -417,7 +475,7 @@ class LocalExecutor:
         self._cancel_event.set()
         deadline = time.monotonic() + CANCEL_GRACE
         while self._busy() and time.monotonic() < deadline:
-            self._collect(0.05, [], ended, {}, progress, on_done, cancelling=True)
+            self._collect(0.05, None, ended, {}, progress, on_done, cancelling=True)
         for worker in self._busy():  # still running after the grace: stopped for good
             worker.process.kill()
             worker.process.join()
@@ -586,12 +644,12 @@ class RayExecutor:
                 except OSError as exc:
                     raise RedubError(f"cannot read it to ship it: {exc.strerror or exc}",
                                      path) from None
-        pending, ended, running = list(tasks), {}, {}
+        (pending, ended), running = _queues(tasks), {}
         try:
             while pending or running:
                 if cancel is not None and cancel.cancelled:
                     self._cancel(hub, running, ended, progress, on_done)
-                for task in _ready(pending, ended):
+                while (task := pending.first_ready()) is not None:
                     pending.remove(task)
                     ref = remote.options(
                         num_cpus=task.resources.cpus, num_gpus=task.resources.gpus,
