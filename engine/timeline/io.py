@@ -262,18 +262,24 @@ def _edl_media(timeline: otio.schema.Timeline) -> otio.schema.Timeline:
     return timeline
 
 
+def _clip_video(clip: otio.schema.Clip, path: Path) -> VideoStreamInfo | None:
+    """The video stream of ``clip``'s media file, or None (no file, unreadable, no video)."""
+    found = media_path(clip, path)
+    if found is None or not found.is_file():
+        return None
+    try:
+        info = probe(found)
+    except RedubError:
+        return None
+    return info.video[0] if info.video else None
+
+
 def _first_video(timeline: otio.schema.Timeline, path: Path) -> VideoStreamInfo | None:
     """The video stream of the first video-track clip whose media file is found, or None."""
     for clip in (c for track in timeline.video_tracks() for c in track.find_clips()):
-        found = media_path(clip, path)
-        if found is None or not found.is_file():
-            continue
-        try:
-            info = probe(found)
-        except RedubError:
-            continue
-        if info.video:
-            return info.video[0]
+        video = _clip_video(clip, path)
+        if video is not None:
+            return video
     return None
 
 
@@ -310,16 +316,10 @@ def _from_timecode(timeline: otio.schema.Timeline, path: Path) -> None:
     """Count a Kdenlive project's source ranges (and clip markers) from each video file's start
     timecode, as the other formats do: MLT counts them from the file's first frame."""
     for clip in _media_clips(timeline):
+        video = _clip_video(clip, path)
+        if video is None or not video.clock.start_frame:
+            continue
         found = media_path(clip, path)
-        if found is None or not found.is_file():
-            continue
-        try:
-            info = probe(found)
-        except RedubError:
-            continue
-        if not info.video or not info.video[0].clock.start_frame:
-            continue
-        video = info.video[0]
         rate = clip.source_range.start_time.rate
         offset = otio.opentime.RationalTime(video.clock.start_frame,
                                             float(video.frame_rate)).rescaled_to(rate)
