@@ -319,13 +319,12 @@ def _from_timecode(timeline: otio.schema.Timeline, path: Path) -> None:
         video = _clip_video(clip, path)
         if video is None or not video.clock.start_frame:
             continue
-        found = media_path(clip, path)
         rate = clip.source_range.start_time.rate
         offset = otio.opentime.RationalTime(video.clock.start_frame,
                                             float(video.frame_rate)).rescaled_to(rate)
         clip.source_range = otio.opentime.TimeRange(clip.source_range.start_time + offset,
                                                     clip.source_range.duration)
-        clip.media_reference.available_range = _media_range(found, rate)
+        clip.media_reference.available_range = _video_range(video)
         for marker in clip.markers:
             marker.marked_range = otio.opentime.TimeRange(
                 marker.marked_range.start_time + offset, marker.marked_range.duration)
@@ -457,12 +456,16 @@ def _media_range(path: Path, rate: float) -> otio.opentime.TimeRange | None:
     except RedubError:
         return None
     if info.video:
-        video = info.video[0]
-        own = float(video.frame_rate)
-        return otio.opentime.TimeRange(otio.opentime.RationalTime(video.clock.start_frame, own),
-                                       otio.opentime.RationalTime(video.frame_count, own))
+        return _video_range(info.video[0])
     return otio.opentime.TimeRange(otio.opentime.RationalTime(0, rate),
                                    otio.opentime.RationalTime(round(info.duration * rate), rate))
+
+
+def _video_range(video: VideoStreamInfo) -> otio.opentime.TimeRange:
+    """A video's frames in its own rate, from its start timecode (else 0)."""
+    own = float(video.frame_rate)
+    return otio.opentime.TimeRange(otio.opentime.RationalTime(video.clock.start_frame, own),
+                                   otio.opentime.RationalTime(video.frame_count, own))
 
 
 def _wanted_names(clip: otio.schema.Clip, found: Path | None) -> list[str]:
