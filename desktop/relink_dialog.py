@@ -8,6 +8,7 @@ duration, frame rate) differs is accepted only when the editor confirms it.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from PySide6 import QtWidgets
 from PySide6.QtCore import Qt
@@ -42,18 +43,8 @@ class RelinkDialog(QtWidgets.QDialog):
             button.clicked.connect(lambda _=False, r=row: self.locate(r))
             self.table.setCellWidget(row, 2, button)
             self.locate_buttons.append(button)
-        self.search_button = QtWidgets.QPushButton("Search Folder…")
-        self.search_button.clicked.connect(self.search_folder)
-        self.buttons = QtWidgets.QDialogButtonBox(
-            QtWidgets.QDialogButtonBox.StandardButton.Ok
-            | QtWidgets.QDialogButtonBox.StandardButton.Cancel)
+        self.search_button, self.buttons, bottom = search_row(self, self.search_folder)
         self.buttons.button(QtWidgets.QDialogButtonBox.StandardButton.Ok).setText("Open Project")
-        self.buttons.accepted.connect(self.accept)
-        self.buttons.rejected.connect(self.reject)
-        bottom = QtWidgets.QHBoxLayout()
-        bottom.addWidget(self.search_button)
-        bottom.addStretch(1)
-        bottom.addWidget(self.buttons)
         layout = QtWidgets.QVBoxLayout(self)
         layout.addWidget(intro)
         layout.addWidget(self.table)
@@ -112,3 +103,20 @@ def ask_relink(project: Project, project_dir: str, missing: list[str],
     dialog = RelinkDialog(project, project_dir, missing, parent)
     return dialog.exec() == QtWidgets.QDialog.DialogCode.Accepted
 
+
+def search_row(dialog: QtWidgets.QDialog, search: Callable[[], None]
+               ) -> tuple[QtWidgets.QPushButton, QtWidgets.QDialogButtonBox,
+                          QtWidgets.QHBoxLayout]:
+    """A missing-media dialog's bottom row: Search Folder… on the left (calls ``search``),
+    OK and Cancel on the right (accept and reject ``dialog``)."""
+    button = QtWidgets.QPushButton("Search Folder…")
+    button.clicked.connect(search)
+    buttons = QtWidgets.QDialogButtonBox(QtWidgets.QDialogButtonBox.StandardButton.Ok
+                                         | QtWidgets.QDialogButtonBox.StandardButton.Cancel)
+    buttons.accepted.connect(dialog.accept)
+    buttons.rejected.connect(dialog.reject)
+    row = QtWidgets.QHBoxLayout()
+    row.addWidget(button)
+    row.addStretch(1)
+    row.addWidget(buttons)
+    return button, buttons, row

@@ -30,6 +30,7 @@ import opentimelineio as otio
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from desktop.bridge import PreviewFn, UnplacedFn
+from desktop.relink_dialog import search_row
 from engine.errors import RedubError
 from engine.media.probe import probe
 from engine.media.thumbnails import thumbnails
@@ -335,17 +336,7 @@ class MissingMediaDialog(QtWidgets.QDialog):
         self.intro = QtWidgets.QLabel()
         self.intro.setWordWrap(True)
         self.clips = QtWidgets.QListWidget()
-        self.search_button = QtWidgets.QPushButton("Search Folder…")
-        self.search_button.clicked.connect(self.search_folder)
-        self.buttons = QtWidgets.QDialogButtonBox(
-            QtWidgets.QDialogButtonBox.StandardButton.Ok
-            | QtWidgets.QDialogButtonBox.StandardButton.Cancel)
-        self.buttons.accepted.connect(self.accept)
-        self.buttons.rejected.connect(self.reject)
-        bottom = QtWidgets.QHBoxLayout()
-        bottom.addWidget(self.search_button)
-        bottom.addStretch(1)
-        bottom.addWidget(self.buttons)
+        self.search_button, self.buttons, bottom = search_row(self, self.search_folder)
         layout = QtWidgets.QVBoxLayout(self)
         layout.addWidget(self.intro)
         layout.addWidget(self.clips)
