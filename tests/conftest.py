@@ -18,6 +18,18 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("REDUB_MODEL_MIRROR", raising=False)  # a developer's studio mirror
 
 
+@pytest.fixture()
+def fresh_models(tmp_path, monkeypatch):
+    """A model folder of this test's own (``tmp_path/models``) and no ONNX session cached by
+    another test; yields ``tmp_path``."""
+    from engine.models.session import clear_sessions
+
+    monkeypatch.setenv("REDUB_MODELS_DIR", str(tmp_path / "models"))
+    clear_sessions()
+    yield tmp_path
+    clear_sessions()
+
+
 @pytest.fixture(scope="session")
 def wav2lip_model(tmp_path_factory):
     """A full-size Wav2Lip with random weights, checkpoint and ONNX export, made once per run

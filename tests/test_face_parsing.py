@@ -7,7 +7,6 @@ import pytest
 
 from engine.face_parsing import (MEAN, MODEL_ID, NOSE, SKIN, STD, FaceParser, blend_mask,
                                  crop_box, jaw_mask, pil_resize)
-from engine.models.session import clear_sessions
 from engine.models.store import import_model
 
 HAIR, NECK = 17, 14
@@ -220,17 +219,9 @@ def _save(graph, path):
     return path
 
 
-@pytest.fixture()
-def models_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("REDUB_MODELS_DIR", str(tmp_path / "models"))
-    clear_sessions()
-    yield tmp_path
-    clear_sessions()
-
-
-def test_parser_feeds_the_normalised_rgb_crop_and_builds_the_mask_from_it(models_dir):
+def test_parser_feeds_the_normalised_rgb_crop_and_builds_the_mask_from_it(fresh_models):
     pytest.importorskip("onnx")
-    import_model(_colour_parser(models_dir / "colour.onnx"), MODEL_ID)
+    import_model(_colour_parser(fresh_models / "colour.onnx"), MODEL_ID)
     frame = np.zeros((360, 480, 3), np.uint8)
     frame[:] = COLOURS[HAIR]
     frame[120:340, 310:450] = COLOURS[SKIN]
@@ -268,7 +259,7 @@ def test_parser_feeds_the_normalised_rgb_crop_and_builds_the_mask_from_it(models
     assert at(380, 230) < 0.05
 
 
-def test_a_random_bisenet_export_runs_in_the_contract(models_dir):
+def test_a_random_bisenet_export_runs_in_the_contract(fresh_models):
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     from installer.bisenet_arch import BiSeNet
@@ -286,7 +277,7 @@ def test_a_random_bisenet_export_runs_in_the_contract(models_dir):
         def forward(self, image):
             return self.net(image)[0]
 
-    path = models_dir / "bisenet.onnx"
+    path = fresh_models / "bisenet.onnx"
     torch.onnx.export(Main().eval(), torch.zeros(1, 3, 512, 512), str(path), input_names=["image"],
                       output_names=["logits"], dynamic_axes={"image": {0: "B"}, "logits": {0: "B"}},
                       opset_version=17, dynamo=False)
@@ -362,7 +353,7 @@ def _face_map() -> np.ndarray:
     return labels
 
 
-def test_sync_with_the_parsing_mask_changes_only_its_pixels(models_dir, tmp_path, monkeypatch):
+def test_sync_with_the_parsing_mask_changes_only_its_pixels(fresh_models, tmp_path, monkeypatch):
     pytest.importorskip("onnx")
     from engine.lipsync.musetalk import crop_boxes
     from engine.mask import MaskSettings
@@ -378,9 +369,9 @@ def test_sync_with_the_parsing_mask_changes_only_its_pixels(models_dir, tmp_path
     monkeypatch.setenv("REDUB_CACHE_DIR", str(tmp_path / "cache"))
     clip = write_face_clip(tmp_path / "face.mp4", frames=20)
     dub = shared_clip("speech_radio31_16k.wav")
-    import_model(_map_parser(models_dir / "map.onnx", _face_map()), MODEL_ID)
+    import_model(_map_parser(fresh_models / "map.onnx", _face_map()), MODEL_ID)
     # A generator whose lower half of the face is black: every masked pixel there changes.
-    import_model(wav2lip_probe(models_dir / "masked.onnx", 0), "wav2lip_96")
+    import_model(wav2lip_probe(fresh_models / "masked.onnx", 0), "wav2lip_96")
     out = tmp_path / "synced.mkv"
     span = (0.2, 0.6)
     sessions = []

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from engine.mask import MOUTH_MARGIN, MaskOverride, MaskSettings, face_scale, frame_mask
-from engine.models.session import clear_sessions
 from engine.models.store import import_model
 from engine.mouth_parsing import MODEL_ID, SIZE, MouthParser, mouth_distance, mouth_mask
 
@@ -248,15 +247,7 @@ def test_the_inspector_offers_the_mouth_mask():
     assert "mouth" in MASK_KINDS and LABELS["mouth"] == "Face parsing (mouth)"
 
 
-@pytest.fixture()
-def models_dir(tmp_path, monkeypatch):
-    monkeypatch.setenv("REDUB_MODELS_DIR", str(tmp_path / "models"))
-    clear_sessions()
-    yield tmp_path
-    clear_sessions()
-
-
-def test_sync_with_the_mouth_mask_changes_only_the_mouth(models_dir, tmp_path, monkeypatch):
+def test_sync_with_the_mouth_mask_changes_only_the_mouth(fresh_models, tmp_path, monkeypatch):
     pytest.importorskip("onnx")
     from engine.media.frame import planes_from_av
     from engine.pipeline import SyncSettings, sync
@@ -273,9 +264,9 @@ def test_sync_with_the_mouth_mask_changes_only_the_mouth(models_dir, tmp_path, m
     # Every crop parses as a mouth low in the middle (rows 44..49, columns 26..37 of 64).
     labels64 = np.ones((64, 64), np.int64)
     labels64[44:46, 26:38], labels64[46:48, 26:38], labels64[48:50, 26:38] = 11, 10, 12
-    import_model(_map_parser(models_dir / "map.onnx", labels64), MODEL_ID)
+    import_model(_map_parser(fresh_models / "map.onnx", labels64), MODEL_ID)
     # A generator whose lower half of the face is black: every masked pixel there changes.
-    import_model(wav2lip_probe(models_dir / "masked.onnx", 0), "wav2lip_96")
+    import_model(wav2lip_probe(fresh_models / "masked.onnx", 0), "wav2lip_96")
     out = tmp_path / "synced.mkv"
     span = (0.1, 0.4)
     settings = SyncSettings(backend="wav2lip", mask=MaskSettings("mouth", -0.06, 0.12))
