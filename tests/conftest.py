@@ -18,6 +18,19 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.delenv("REDUB_MODEL_MIRROR", raising=False)  # a developer's studio mirror
 
 
+@pytest.fixture(scope="module")
+def _module_cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("module-cache")
+
+
+@pytest.fixture()
+def module_cache(_module_cache_dir, tmp_path, monkeypatch):
+    """One cache folder for the whole test module (a clip's face analysis is made once and
+    serves every test) and a model folder of each test's own (``tmp_path/models``)."""
+    monkeypatch.setenv("REDUB_CACHE_DIR", str(_module_cache_dir))
+    monkeypatch.setenv("REDUB_MODELS_DIR", str(tmp_path / "models"))
+
+
 @pytest.fixture()
 def fresh_models(tmp_path, monkeypatch):
     """A model folder of this test's own (``tmp_path/models``) and no ONNX session cached by

@@ -25,15 +25,8 @@ from tests.probe_models import wav2lip_probe
 RANGE = (0.2, 0.8)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("liveportrait-cache")
-
-
-@pytest.fixture(autouse=True)
-def _env(cache, tmp_path, monkeypatch):
-    monkeypatch.setenv("REDUB_CACHE_DIR", str(cache))
-    monkeypatch.setenv("REDUB_MODELS_DIR", str(tmp_path / "models"))
+# One face analysis per clip serves every test of the module; each test has its own models.
+pytestmark = pytest.mark.usefixtures("module_cache")
 
 
 @pytest.fixture(scope="module")

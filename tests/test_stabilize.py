@@ -24,15 +24,8 @@ from tests.probe_models import inverting_neutralizer, wav2lip_probe
 FRAMING = Framing(centre=(0.5, 0.66), side=0.88, size=96)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("stabilize-cache")
-
-
-@pytest.fixture(autouse=True)
-def _env(cache, tmp_path, monkeypatch):
-    monkeypatch.setenv("REDUB_CACHE_DIR", str(cache))
-    monkeypatch.setenv("REDUB_MODELS_DIR", str(tmp_path / "models"))
+# One face analysis per clip serves every test of the module; each test has its own models.
+pytestmark = pytest.mark.usefixtures("module_cache")
 
 
 @pytest.fixture(scope="module")

@@ -22,16 +22,8 @@ from tests.probe_models import wav2lip_probe
 RANGE = (0.4, 1.6)
 
 
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("wav2lip-cache")
-
-
-@pytest.fixture(autouse=True)
-def _env(cache, tmp_path, monkeypatch):
-    # One face analysis of the clip serves every test; each test has its own model folder.
-    monkeypatch.setenv("REDUB_CACHE_DIR", str(cache))
-    monkeypatch.setenv("REDUB_MODELS_DIR", str(tmp_path / "models"))
+# One face analysis per clip serves every test of the module; each test has its own models.
+pytestmark = pytest.mark.usefixtures("module_cache")
 
 
 @pytest.fixture(scope="module")
