@@ -179,7 +179,7 @@ class Project:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the project to ``path`` atomically: the old file stays whole on any failure."""
-        _write_atomic(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
+        write_atomic(Path(path), json.dumps(self.to_dict(), indent=1) + "\n")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -351,7 +351,7 @@ class Recovery:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         _SessionLock.take(self.path.with_suffix(".lock"),
                           "" if self.project_path is None else str(self.project_path))
-        _write_atomic(self.path, json.dumps(project.to_dict()) + "\n")
+        write_atomic(self.path, json.dumps(project.to_dict()) + "\n")
 
     def pending(self) -> Path | None:
         """The autosave, if a crash left it and it is newer than the saved project (or there is
@@ -465,7 +465,7 @@ def _unlock(f: IO[str]) -> None:
         fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
-def _write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temporary file beside ``path`` and move it into place."""
     temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:

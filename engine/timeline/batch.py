@@ -60,7 +60,7 @@ from engine.models.manifest import backend_models
 from engine.models.session import providers
 from engine.pipeline import SyncSession, SyncSettings, analysis_span, precompute, sync
 from engine.progress import CancelToken, ProgressFn, no_progress
-from engine.project import Project, RangeSettings
+from engine.project import Project, RangeSettings, write_atomic
 from engine.render import ExportSettings
 from engine.timeline import io
 from engine.timeline.conform import conform
@@ -632,18 +632,7 @@ def _read_sidecar(path: Path) -> dict[str, Any]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    _write_text(path, json.dumps(data, indent=2) + "\n")
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Atomically: a temporary file beside ``path`` renamed over it."""
-    temp = path.with_name(f".{path.name}.part")
-    try:
-        temp.write_text(text, encoding="utf-8")
-        os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise RedubError(f"cannot write ({exc.strerror or exc})", path) from exc
+    write_atomic(path, json.dumps(data, indent=2) + "\n")
 
 
 def report_rows(results: list[ShotResult], notes: list[str],
@@ -682,5 +671,5 @@ def _write_report(path: Path, results: list[ShotResult], notes: list[str],
                                                 "frames", "status", "output", "notes"])
     writer.writeheader()
     writer.writerows(rows)
-    _write_text(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
 
