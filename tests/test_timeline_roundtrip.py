@@ -9,12 +9,9 @@ import pytest
 
 from engine.media.probe import probe
 from engine.timeline.batch import run_batch
-from engine.timeline.io import media_path, read_timeline, write_timeline
+from engine.timeline.io import SUFFIXES, media_path, read_timeline, write_timeline
 from engine.timeline.shots import find_shots
 from tests import timeline_factory as tf
-
-SUFFIX = {"otio": ".otio", "fcp_xml": ".xml", "fcpx_xml": ".fcpxml", "edl": ".edl",
-          "aaf": ".aaf", "kdenlive": ".kdenlive"}
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +40,9 @@ def _record(item) -> tuple[int, int]:
     return start, start + span.duration.to_frames(tf.RATE)
 
 
-@pytest.mark.parametrize("fmt", list(SUFFIX))
+@pytest.mark.parametrize("fmt", list(SUFFIXES))
 def test_the_batch_hands_back_a_timeline_each_format_reads(fmt, media, renders, tmp_path):
-    source = tmp_path / f"edit{SUFFIX[fmt]}"
+    source = tmp_path / f"edit{SUFFIXES[fmt]}"
     write_timeline(_edit(fmt, media), source, fmt)
     edit = read_timeline(source)
     shots, _ = find_shots(edit, source)
@@ -53,7 +50,7 @@ def test_the_batch_hands_back_a_timeline_each_format_reads(fmt, media, renders, 
 
     result = run_batch(source, renders / fmt, handles=5, export={"codec": "ffv1"})
     assert [r.status for r in result.shots] == ["done", "done"]
-    assert result.timeline.suffix == SUFFIX[fmt] and result.timeline.is_file()
+    assert result.timeline.suffix == SUFFIXES[fmt] and result.timeline.is_file()
     back = read_timeline(result.timeline)
 
     # Every record frame of every track shows the same source frame (source timecode; the new

@@ -267,7 +267,7 @@ def run_batch(timeline: str | os.PathLike | otio.schema.Timeline,
                 _remove_leftovers(job.target)
 
     results = []
-    suffix = _SUFFIXES[out_fmt]
+    suffix = io.SUFFIXES[out_fmt]
     for batch in batches:
         tag = f"_{_tag(batch.language)}" if batch.language is not None else ""
         report_path = out / f"{timeline_path.stem}{tag}_redub_report.{report}"
@@ -367,11 +367,6 @@ def _remove_leftovers(target: Path) -> None:
     """Temporary files of a render a worker did not finish (killed, or cancelled hard)."""
     for stray in target.parent.glob(f".{glob.escape(target.name)}.*"):
         stray.unlink(missing_ok=True)
-
-
-# The suffix each format is written with (io.format_of reads them back).
-_SUFFIXES = {"otio": ".otio", "fcp_xml": ".xml", "fcpx_xml": ".fcpxml", "edl": ".edl",
-             "aaf": ".aaf", "kdenlive": ".kdenlive"}
 
 
 def output_path(out: Path, stem: str, shot: Shot, ext: str, language: str | None = None) -> Path:

@@ -54,8 +54,10 @@ from engine.project import _files_by_name
 
 FORMATS: dict[str, str] = {"otio": "otio_json", "fcp_xml": "fcp_xml", "fcpx_xml": "fcpx_xml",
                            "edl": "cmx_3600", "aaf": "AAF", "kdenlive": "kdenlive"}
-_SUFFIXES = {".otio": "otio", ".xml": "fcp_xml", ".fcpxml": "fcpx_xml", ".edl": "edl",
-             ".aaf": "aaf", ".kdenlive": "kdenlive"}
+# The suffix each format is written with, and read back by.
+SUFFIXES: dict[str, str] = {"otio": ".otio", "fcp_xml": ".xml", "fcpx_xml": ".fcpxml",
+                            "edl": ".edl", "aaf": ".aaf", "kdenlive": ".kdenlive"}
+_FORMAT_OF = {suffix: fmt for fmt, suffix in SUFFIXES.items()}
 _KNOWN = "otio, fcp_xml (.xml), fcpx_xml (.fcpxml), edl, aaf, kdenlive"
 EDL_DEFAULT_RATE = 25.0
 # Suffixes tried when relinking a clip whose name is a file name without its suffix (EDLs).
@@ -69,10 +71,10 @@ _MLT_COLORSPACE = {"bt709": "709", "bt470bg": "601", "smpte170m": "601", "fcc": 
 def format_of(path: str | os.PathLike) -> str:
     """Our format name for ``path``'s suffix; UsageError for a suffix no adapter reads."""
     suffix = Path(path).suffix.lower()
-    if suffix not in _SUFFIXES:
+    if suffix not in _FORMAT_OF:
         shown = f"'{suffix}'" if suffix else "(no suffix)"
         raise UsageError(f"unsupported timeline format {shown} ({_KNOWN})", path)
-    return _SUFFIXES[suffix]
+    return _FORMAT_OF[suffix]
 
 
 def read_timeline(path: str | os.PathLike, fmt: str | None = None,
