@@ -622,6 +622,7 @@ class RayExecutor:
         try:
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         except (ValueError, ConnectionError, RuntimeError) as exc:  # ValueError: Ray Client
+            ray.shutdown()  # a half-made connection would make every later ray.init fail
             raise RedubError(f"cannot join the Ray cluster at {address}: "
                              f"{str(exc).splitlines()[0]}") from None
         self._connected = True
