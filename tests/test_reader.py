@@ -183,3 +183,28 @@ def test_rgb_region_equals_the_full_conversion(tmp_path):
         for box in [(0, 0, 160, 96), (41, 17, 99, 63), (150, 90, 160, 96), (1, 1, 2, 2)]:
             x0, y0, x1, y1 = box
             assert np.array_equal(fresh.rgb_region(*box), full[y0:y1, x0:x1]), box
+
+
+def test_a_kept_part_of_a_frame_reads_as_the_whole_frame(tmp_path):
+    # 720 lines, untagged: the whole picture converts with BT.709, so must a small part of it.
+    path = make_video(tmp_path / "tall.mp4", frames=2, size=(64, 720))
+    with VideoReader(path) as r:
+        frame = r.frame(0)
+        full = frame.rgb().copy()
+        r.cache.clear()
+        fresh = r.frame(0)
+        asked = []
+
+        def whole():
+            asked.append(1)
+            return fresh
+
+        part = fresh.part(10, 300, 50, 380, whole)
+        assert part.nbytes < fresh.nbytes / 4
+        for box in [(10, 300, 50, 380), (21, 333, 37, 351)]:
+            x0, y0, x1, y1 = box
+            assert np.array_equal(part.rgb_region(*box), full[y0:y1, x0:x1]), box
+        assert not asked
+        x0, y0, x1, y1 = box = (0, 290, 30, 320)  # reaches past the part: the whole frame reads it
+        assert np.array_equal(part.rgb_region(*box), full[y0:y1, x0:x1])
+        assert asked

@@ -20,7 +20,8 @@ from engine.lipsync.motion import (MIN_SPEECH_SECONDS, MIN_TRAIN_SECONDS, Motion
 from engine.lipsync.select import SelectSettings, select_frames
 from engine.lipsync.shape import ShapeSpace, canonical
 from engine.lipsync.warp import warp_lower_face
-from engine.media.frame import Frame
+from engine.mask import face_scale, landmark_polygon
+from engine.media.frame import Frame, FramePart
 from engine.media.reader import VideoReader
 
 _UNUSABLE = Flag.NOT_FOUND | Flag.PROFILE | Flag.INTERPOLATED
@@ -41,6 +42,7 @@ class RetrievalGenerator:
         self._donors: VideoReader | None = None
         self.plan: np.ndarray | None = None  # analysed-frame index of the donor per frame
         self._analysis = None
+        self._parts: dict[int, FramePart] = {}  # donors' lower faces by analysed frame
 
     def prepare(self, ctx: SyncContext) -> None:
         a = ctx.analysis
@@ -88,41 +90,59 @@ class RetrievalGenerator:
                                    train, space.scale, self.select_settings)
             self.plan[run] = train[chosen]
         self._analysis = a
-        if self._donors is None:  # a re-plan keeps the reader and the frames it holds
+        if self._donors is None:  # a re-plan keeps the reader and the donors it holds
             self._donors = VideoReader(ctx.video, cache_bytes=self.cache_bytes, threads=1)
-        self._prefetch(a.start + np.unique(self.plan[self.plan >= 0]))
+        donors, uses = np.unique(self.plan[self.plan >= 0], return_counts=True)
+        self._prefetch(donors, uses)
 
-    def _prefetch(self, donors: np.ndarray) -> None:
-        """Decode the chosen donor frames in one forward pass, when they fit the cache.
+    def _prefetch(self, donors: np.ndarray, uses: np.ndarray) -> None:
+        """Decode the chosen donors in one forward pass and keep the part of each that the
+        warp reads (a few percent of a 2-megapixel frame), the most used first, as many as
+        ``cache_bytes`` holds.
 
-        Fetched one by one they cost a seek to the keyframe before each jump in the plan
-        (three or more decodes per output frame on long-GOP footage); one threaded forward pass
-        is far cheaper, unless the donors are few and spread over a long clip.
+        Fetched one by one they cost a seek to the keyframe before each jump in the plan (tens
+        of decodes per output frame on long-GOP footage); one threaded forward pass is far
+        cheaper, unless the donors are few and spread over a long clip.
         """
-        info = self._donors.info
-        per_frame = info.width * info.height * 3 * (2 if info.bit_depth > 8 else 1)
-        missing = [int(i) for i in donors if self._donors.cache.get(int(i)) is None]
-        if not missing or len(missing) * per_frame > 0.9 * self.cache_bytes:
+        a, info = self._analysis, self._donors.info
+        per_pixel = 3 * (2 if info.bit_depth > 8 else 1) + 3  # native samples and RGB view
+        boxes, budget = {}, self.cache_bytes
+        for k in donors[np.argsort(-uses, kind="stable")].tolist():
+            if k in self._parts:
+                boxes[k] = None
+                continue
+            box = _reach(a.landmarks[k])
+            budget -= (box[2] - box[0]) * (box[3] - box[1]) * per_pixel
+            if budget < 0:
+                break
+            boxes[k] = box
+        self._parts = {k: self._parts[k] for k, box in boxes.items() if box is None}
+        wanted = {a.start + k: box for k, box in boxes.items() if box is not None}
+        if not wanted:
             return
-        lo, hi = missing[0], missing[-1] + 1
-        if hi - lo > 16 * len(missing):
+        lo, hi = min(wanted), max(wanted) + 1
+        if hi - lo > 16 * len(wanted):
             return
-        wanted = set(missing)
-        with VideoReader(self._donors.path) as sequential:
+        reader = self._donors
+        with VideoReader(reader.path) as sequential:
             for frame in sequential.frames(lo, hi):
-                if frame.index in wanted:
-                    self._donors.cache.put(frame)
+                box = wanted.get(frame.index)
+                if box is not None:
+                    x0, y0, x1, y1 = (int(v) for v in box)
+                    self._parts[frame.index - a.start] = frame.part(
+                        x0, y0, x1, y1, whole=lambda i=frame.index: reader.frame(i))
 
     def generate(self, frame: Frame, k: int, box: tuple[int, int, int, int]) -> Generated:
         a = self._analysis
         d = int(self.plan[k])
-        donor = self._donors.frame(a.start + d)
+        donor = self._parts.get(d) or self._donors.frame(a.start + d)
         face_box = even_box(a.crop_boxes[k], frame.width, frame.height)
         crop, landmarks = warp_lower_face(donor, a.landmarks[d], a.transforms[d],
                                           a.landmarks[k], a.transforms[k], box, face_box)
         return Generated(box=box, image=crop, landmarks=landmarks)
 
     def close(self) -> None:
+        self._parts = {}
         if self._donors is not None:
             self._donors.close()
             self._donors = None
@@ -148,6 +168,14 @@ def _steady(landmarks: np.ndarray, train: np.ndarray) -> np.ndarray:
     finite = train & np.isfinite(speed)
     limit = max(_STEADY_SPEED, float(np.percentile(speed[finite], 70)) if finite.any() else 0.0)
     return speed <= limit
+
+
+def _reach(landmarks: np.ndarray) -> np.ndarray:
+    """The donor pixels a warp reads: the lower face with room for the mask's soft edge and
+    the target's box around it (``pipeline._region``); a read past it decodes the frame."""
+    poly = landmark_polygon(landmarks, "lower_face")
+    pad = 0.75 * face_scale(landmarks)
+    return np.concatenate([np.floor(poly.min(0) - pad), np.ceil(poly.max(0) + pad)])
 
 
 def even_box(box: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:

@@ -12,7 +12,7 @@ import numpy as np
 
 from engine.face import geometry as geo
 from engine.mask import CHIN_JAW, CHIN_WEIGHT, face_down, face_scale
-from engine.media.frame import Frame
+from engine.media.frame import Frame, FramePart
 
 # Points that take the target's position: the jaw line, nose and eyes. The mask ends at the
 # target's jaw line, so a donor chin left lower than the target's would show below it as a
@@ -36,13 +36,14 @@ def donor_to_target(donor_transform: np.ndarray, target_transform: np.ndarray) -
     return np.column_stack([lin, inv_t[:, :2] @ donor_transform[:, 2] + inv_t[:, 2]])
 
 
-def warp_lower_face(donor: Frame, donor_landmarks: np.ndarray, donor_transform: np.ndarray,
+def warp_lower_face(donor: Frame | FramePart, donor_landmarks: np.ndarray, donor_transform: np.ndarray,
                     target_landmarks: np.ndarray, target_transform: np.ndarray,
                     box: tuple[int, int, int, int],
                     face_box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The donor's face drawn into the target's ``box``, and its landmarks there (68, 2).
 
-    ``donor`` is the donor frame (only the part the box maps to is converted to RGB);
+    ``donor`` is the donor frame, or the part of it that was kept (only the pixels the box
+    maps to are converted to RGB);
     landmarks are in each frame's pixels. The local
     warp fades to nothing at the edge of ``face_box`` (the whole face crop), which must hold
     ``box``: solving it on the small box alone would fold the picture near its edges.

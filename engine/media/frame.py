@@ -9,6 +9,7 @@ only the pixels inside the patch.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import av
 import numpy as np
@@ -165,14 +166,26 @@ class Frame:
         """
         if self._rgb is not None:
             return self._rgb[y0:y1, x0:x1]
-        sx, sy = self._subsampling()
-        margin = 4 * max(sx, sy)  # swscale's chroma filters reach a sample or two
-        hx0, hy0 = max(x0 - margin, 0) // sx * sx, max(y0 - margin, 0) // sy * sy
-        hx1 = min(-(-(x1 + margin) // sx) * sx, self.width)
-        hy1 = min(-(-(y1 + margin) // sy) * sy, self.height)
+        hx0, hy0, hx1, hy1 = self._hull(x0, y0, x1, y1)
         rgb = to_rgb(av_from_planes(self._plane_box(hx0, hy0, hx1, hy1), self.pix_fmt,
                                     hx1 - hx0, hy1 - hy0), self.color, self.pix_fmt, self.height)
         return rgb[y0 - hy0 : y1 - hy0, x0 - hx0 : x1 - hx0]
+
+    def _hull(self, x0: int, y0: int, x1: int, y1: int) -> tuple[int, int, int, int]:
+        return _hull((x0, y0, x1, y1), self._subsampling(), self.width, self.height)
+
+    def part(self, x0: int, y0: int, x1: int, y1: int, whole: Callable[[], Frame]) -> FramePart:
+        """The box's native samples (with room for chroma interpolation), read later as this
+        frame would be; ``whole`` gives the frame again for reads outside the box."""
+        hx0, hy0, hx1, hy1 = self._hull(max(x0, 0), max(y0, 0), min(x1, self.width),
+                                        min(y1, self.height))
+        # Colour fixed for the whole picture: an untagged matrix is chosen by picture height.
+        color = replace(self.color, matrix=self.color.effective_matrix(self.height),
+                        range=self.color.effective_range(self.pix_fmt))
+        planes = tuple(p.copy() for p in self._plane_box(hx0, hy0, hx1, hy1))
+        inner = Frame(self.index, self.time, self.pts, self.pix_fmt, hx1 - hx0, hy1 - hy0,
+                      planes, color)
+        return FramePart(inner, hx0, hy0, self.width, self.height, whole)
 
     def _plane_box(self, x0: int, y0: int, x1: int, y1: int,
                    planes: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, ...]:
@@ -239,6 +252,41 @@ class Frame:
     def _is_subsampled_plane(p: int, sx: int, sy: int) -> bool:
         # Planes 1 and 2 carry chroma in every Y'CbCr layout we keep (nv12 packs both in 1).
         return p in (1, 2) and sx * sy > 1
+
+
+@dataclass(eq=False)
+class FramePart:
+    """A box of a decoded frame (``Frame.part``), kept where the whole frame would be too big
+    to keep (a donor's face in 2-megapixel footage): RGB reads inside the box give exactly what
+    the whole frame's would, reads outside it decode the whole frame again."""
+
+    inner: Frame  # the box's samples; its colour resolved for the whole picture
+    x: int
+    y: int
+    width: int  # the whole frame's
+    height: int
+    whole: Callable[[], Frame] = field(repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return self.inner.nbytes
+
+    def rgb_region(self, x0: int, y0: int, x1: int, y1: int) -> np.ndarray:
+        hx0, hy0, hx1, hy1 = self.inner._hull(x0 - self.x, y0 - self.y, x1 - self.x, y1 - self.y)
+        # Exact only where the part converts the samples the whole frame would convert.
+        whole = _hull((x0, y0, x1, y1), self.inner._subsampling(), self.width, self.height)
+        if (hx0 + self.x, hy0 + self.y, hx1 + self.x, hy1 + self.y) != whole:
+            return self.whole().rgb_region(x0, y0, x1, y1)
+        return self.inner.rgb_region(x0 - self.x, y0 - self.y, x1 - self.x, y1 - self.y)
+
+
+def _hull(box: tuple[int, int, int, int], subsampling: tuple[int, int], width: int,
+          height: int) -> tuple[int, int, int, int]:
+    """The chroma-aligned box ``rgb_region`` converts for ``box`` (x1, y1 exclusive)."""
+    (x0, y0, x1, y1), (sx, sy) = box, subsampling
+    margin = 4 * max(sx, sy)  # swscale's chroma filters reach a sample or two
+    return (max(x0 - margin, 0) // sx * sx, max(y0 - margin, 0) // sy * sy,
+            min(-(-(x1 + margin) // sx) * sx, width), min(-(-(y1 + margin) // sy) * sy, height))
 
 
 def to_rgb(frame: av.VideoFrame, color: ColorInfo, pix_fmt: str, height: int) -> np.ndarray:
