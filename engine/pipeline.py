@@ -47,6 +47,10 @@ from engine.restore.backend import NoRestorer, Restorer, create_restorer
 
 PreviewFn = Callable[[Frame], None]
 CROP_CACHE = 64  # generated crops a session keeps (a 1080p face's is about 0.5 MB)
+# Footage the speaker's mouth is learnt from by default, around the edits: enough mouth
+# shapes and speech for the motion model, and a short range in a long clip is not analysed
+# whole.
+LEARN_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,8 @@ class SyncSettings:
     restorer: str = "none"
     restore_strength: float = 0.8  # 0..1: how much of the restored mouth replaces the generated
     restore_fidelity: float = 0.7  # 0..1: CodeFormer's weight (1: closest to the generated mouth)
-    train_range: tuple[float, float] | None = None  # footage to learn from (default: all)
+    # Footage to learn from (default: learn_range, LEARN_SECONDS around the edits).
+    train_range: tuple[float, float] | None = None
     openness_gain: float = 1.0
     audio_offset_ms: float = 0.0  # positive: the mouth follows the dub later
     mask: MaskSettings = field(default_factory=lambda: MaskSettings(dilation=-0.06,
@@ -310,8 +315,8 @@ def prepare_sync(video: str | os.PathLike, dub: str | os.PathLike, *, dub_offset
     if settings.mask.kind == "mouth":
         session._mouth = MouthParser()
     notes = session.notes
-    # The analysis covers the edits and the footage to learn from (the whole clip by default).
-    learn = settings.train_range or (0.0, duration)
+    # The analysis covers the edits and the footage to learn from.
+    learn = settings.train_range or learn_range(edit_ranges, duration)
     try:
         analysis = analyze_range(video, *analysis_span(edit_ranges, settings, duration),
                                  target=settings.target, backend=settings.face_backend,
@@ -378,10 +383,21 @@ def prepare_sync(video: str | os.PathLike, dub: str | os.PathLike, *, dub_offset
     return session
 
 
+def learn_range(ranges: Sequence[tuple[float, float]], duration: float) -> tuple[float, float]:
+    """The default footage to learn from: LEARN_SECONDS of the clip centred on the edited
+    ``ranges`` (all of their span when it is longer), the whole clip when that is shorter."""
+    start, end = min(r[0] for r in ranges), max(r[1] for r in ranges)
+    length = max(LEARN_SECONDS, end - start)
+    if duration <= length:
+        return 0.0, duration
+    first = min(max(0.0, (start + end - length) / 2), duration - length)
+    return first, first + length
+
+
 def analysis_span(ranges: Sequence[tuple[float, float]], settings: SyncSettings,
                   duration: float) -> tuple[float, float]:
     """The seconds a job analyses: its edited ``ranges`` and the footage it learns from."""
-    learn = settings.train_range or (0.0, duration)
+    learn = settings.train_range or learn_range(ranges, duration)
     return (max(min([r[0] for r in ranges] + [learn[0]]), 0.0),
             min(max([r[1] for r in ranges] + [learn[1]]), duration))
 

@@ -20,7 +20,8 @@ AT = (64, 32)  # where its top-left corner sits
 
 
 def write_face_clip(path: Path, frames: int = 50, fps: int = 25) -> Path:
-    """``frames`` frames of ``hdtf_aoc_512.mp4`` (one frontal speaker), H.264 without audio."""
+    """``frames`` frames of ``hdtf_aoc_512.mp4`` (one frontal speaker; its 200 frames
+    looped for longer clips), H.264 without audio."""
     source = shared_clip("hdtf_aoc_512.mp4")
     with VideoReader(source) as reader:
         faces = [cv2.resize(f.rgb(), (FACE, FACE), interpolation=cv2.INTER_AREA)
@@ -30,7 +31,8 @@ def write_face_clip(path: Path, frames: int = 50, fps: int = 25) -> Path:
         stream.width, stream.height = SIZE
         stream.pix_fmt = "yuv420p"
         stream.codec_context.options = {"preset": "ultrafast", "crf": "18", "bf": "0"}
-        for face in faces:
+        for i in range(frames):
+            face = faces[i % len(faces)]
             canvas = np.full((SIZE[1], SIZE[0], 3), 96, np.uint8)
             canvas[AT[1]:AT[1] + FACE, AT[0]:AT[0] + FACE] = face
             for packet in stream.encode(av.VideoFrame.from_ndarray(canvas, format="rgb24")):

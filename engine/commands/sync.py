@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_timeline_arguments(p)
     add_sync_arguments(p)
     p.add_argument("--train-range", metavar="IN-OUT",
-                   help="footage to learn the speaker's mouth from (default: the whole clip)")
+                   help="footage to learn the speaker's mouth from (default: 30 s of the clip "
+                   "around the edited ranges, the whole clip when shorter)")
     p.add_argument("--target", metavar="X,Y@TIME", help="the face to re-sync (default: largest)")
     add_export_arguments(p)
     p.set_defaults(run=run)

@@ -58,7 +58,8 @@ from engine.media.codecs import get_preset
 from engine.media.probe import probe
 from engine.models.manifest import backend_models
 from engine.models.session import providers
-from engine.pipeline import SyncSession, SyncSettings, analysis_span, precompute, sync
+from engine.pipeline import (SyncSession, SyncSettings, analysis_span, learn_range, precompute,
+                             sync)
 from engine.progress import CancelToken, ProgressFn, no_progress
 from engine.project import Project, RangeSettings, write_atomic
 from engine.render import ExportSettings
@@ -73,7 +74,6 @@ REPORTS = ("csv", "json")
 # Source codec -> the export preset of its family; others get H.264.
 FAMILIES = {"h264": "h264", "hevc": "h265", "prores": "prores", "dnxhd": "dnxhr",
             "ffv1": "ffv1"}
-LEARN_SECONDS = 30.0
 _OVERRIDABLE = ("backend", "stabilizer", "restorer", "restore_strength", "restore_fidelity",
                 "openness_gain", "audio_offset_ms", "color_match", "face_backend", "mask")
 
@@ -416,8 +416,8 @@ def _plan_shot(shot: Shot, out: Path, stem: str, settings: SyncSettings,
         clock = stream.clock
         t_in = clock.frame_time(shot.source_in, f"{shot.source_in}f")
         t_out = clock.frame_time(shot.source_out, f"{shot.source_out}f")
-        settings = replace(settings, train_range=_learn_range(
-            clock.frame_time(first, ""), clock.frame_time(stop, ""), stream.duration))
+        settings = replace(settings, train_range=learn_range(
+            [(clock.frame_time(first, ""), clock.frame_time(stop, ""))], stream.duration))
         # Frame source_in hears the dub at dub_start.
         plan = (_Plan(Path(shot.dub), t_in - shot.dub_start, [(t_in, t_out)], [settings],
                       Corrections()) if project is None
@@ -527,17 +527,6 @@ def _with_range_settings(base: SyncSettings, edited: RangeSettings) -> SyncSetti
     return replace(base, backend=s.backend, stabilizer=s.stabilizer, restorer=s.restorer,
                    restore_strength=s.restore_strength, openness_gain=s.openness_gain,
                    audio_offset_ms=s.audio_offset_ms, mask=s.mask, target=s.target)
-
-
-def _learn_range(start: float, end: float, duration: float) -> tuple[float, float]:
-    """Footage to learn the speaker's mouth from: LEARN_SECONDS of the source around the shot
-    (a long source is not analysed whole), the whole take when it is shorter, so the shots
-    of one take share one cached analysis."""
-    length = max(LEARN_SECONDS, end - start)
-    if duration <= length:
-        return 0.0, duration
-    first = min(max(0.0, (start + end - length) / 2), duration - length)
-    return first, first + length
 
 
 def _extension(codec: str, media: Path) -> str:
