@@ -1,11 +1,10 @@
 """Lip-sync quality and speed benchmark for the default backend.
 
-    .venv/bin/python bench/quality.py [--clips NAME ...] [--out bench/out] [--parts self cross speed]
+    .venv/bin/python bench/quality.py [--clips NAME ...] [--out bench/out] [--parts self cross]
 
 Self-reenactment: each shared clip learns from one half (``train_range``), re-syncs the other
 half to its own sound, and is compared with the real footage of that half; then the halves
-swap. Cross-dub: each clip driven by ``speech_radio31_16k.wav``. Speed: whole ``sync`` runs,
-export included, beside a plain decode-and-re-encode of the same clip with the same settings.
+swap. Cross-dub: each clip driven by ``speech_radio31_16k.wav``. Speed is ``bench/speed.py``'s.
 Self and cross rows also give the share of edited frames with a face that are re-synced (the
 others keep their own mouth: the face could not be placed there).
 """
@@ -15,7 +14,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -23,14 +21,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.analysis import make_1080p  # noqa: E402
 from engine.audio import dub_features  # noqa: E402
 from engine.face.analysis import FaceAnalysis, analyze_range  # noqa: E402
 from engine.lipsync.shape import openness  # noqa: E402
 from engine.mask import face_scale, landmark_polygon  # noqa: E402
 from engine.media.reader import VideoReader  # noqa: E402
 from engine.pipeline import SyncSession, SyncSettings, sync  # noqa: E402
-from engine.render import ExportSettings, render  # noqa: E402
+from engine.render import ExportSettings  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "media"
 CLIPS = ["hdtf_aoc_512.mp4", "retalk_face2_844.mp4", "retalk_face3_590.mp4",
@@ -202,31 +199,12 @@ def write_sheet(path: Path, sources: list[np.ndarray], outputs: list[np.ndarray]
     cv2.imwrite(str(path), cv2.cvtColor(np.vstack(rows), cv2.COLOR_RGB2BGR))
 
 
-def speed(clip: Path, dub: Path, tmp: Path) -> tuple[float, float, float]:
-    """(sync fps cold, sync fps with cached analysis, plain transcode fps), H.264 medium."""
-    out = tmp / f"{clip.stem}_speed.mp4"
-    cache = tempfile.mkdtemp(dir=tmp)
-    os.environ["REDUB_CACHE_DIR"] = cache
-    t = time.perf_counter()
-    result = sync(clip, dub, ExportSettings(output=str(out)))
-    cold = result.frames / (time.perf_counter() - t)
-    t = time.perf_counter()
-    sync(clip, dub, ExportSettings(output=str(out)))
-    warm = result.frames / (time.perf_counter() - t)
-    # The ceiling: the same clip decoded and re-encoded, sound included (its own), through the
-    # same writer and settings.
-    t = time.perf_counter()
-    render(clip, ExportSettings(output=str(tmp / "plain.mp4")), dub=None)
-    plain = result.frames / (time.perf_counter() - t)
-    return cold, warm, plain
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", nargs="*", default=CLIPS)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "out")
-    parser.add_argument("--parts", nargs="*", default=["self", "cross", "speed"],
-                        choices=["self", "cross", "speed"],
+    parser.add_argument("--parts", nargs="*", default=["self", "cross"],
+                        choices=["self", "cross"],
                         help="which sections to run (default: all)")
     args = parser.parse_args()
     if not SHARED.is_dir():
@@ -241,8 +219,6 @@ def main() -> int:
             self_section(args.clips, tmp)
         if "cross" in args.parts:
             cross_section(args.clips, dub, tmp, args.out)
-        if "speed" in args.parts:
-            speed_section(dub, tmp)
     return 0
 
 
@@ -264,21 +240,6 @@ def cross_section(clips: list[str], dub: Path, tmp: Path, out: Path) -> None:
     for name in clips:
         r, resynced = cross_dub(SHARED / name, dub, tmp, out)
         print(f"{name:24}{r:>8.2f}{resynced:>10.1%}", flush=True)
-
-
-def speed_section(dub: Path, tmp: Path) -> None:
-    generated = tmp / "generated_1080p.mp4"
-    make_1080p(SHARED / "hdtf_aoc_512.mp4", generated)
-    print("\nSpeed: frames per second, whole sync run with H.264 export "
-          "(cold: analysis included; warm: analysis cached) vs plain transcode")
-    print(f"{'clip':24}{'size':>11}{'cold':>8}{'warm':>8}{'plain':>8}{'cold/plain':>12}"
-          f"{'warm/plain':>12}")
-    for clip in [SHARED / "talk_d12_512.mp4", SHARED / "talk_s18_720p.mp4", generated]:
-        with VideoReader(clip) as r:
-            size = f"{r.info.width}x{r.info.height}"
-        cold, warm, plain = speed(clip, dub, tmp)
-        print(f"{clip.name:24}{size:>11}{cold:>8.1f}{warm:>8.1f}{plain:>8.1f}"
-              f"{cold / plain:>12.2f}{warm / plain:>12.2f}", flush=True)
 
 
 if __name__ == "__main__":
