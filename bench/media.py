@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from bench.synth import synth_video
-from engine.media.codecs import PRESETS
+from engine.media.codecs import PRESETS, available_presets
 from engine.media.reader import VideoReader
 from engine.media.writer import VideoWriter
 
@@ -94,7 +94,7 @@ def main() -> None:
     if not clips:
         print("(../shared/media absent: shared clips skipped)")
     clips.append(synth_video(10, 1920, 1080, 25))
-    codecs = list(PRESETS)
+    codecs = available_presets()
     print(f"\n{'clip':<28}{'size':>11}{'decode':>9}" + "".join(f"{c:>9}" for c in codecs))
     print(f"{'':<28}{'':>11}{'fps':>9}" + "".join(f"{'fps':>9}" for _ in codecs))
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 from PySide6 import QtWidgets
 
-from engine.media.codecs import PRESETS
+from engine.media.codecs import PRESETS, available_presets
 from engine.project import ExportPrefs
 
-CODECS = ("h264", "h265", "prores", "dnxhr", "ffv1")
+CODECS = ("h264", "h265", "h264_nvenc", "hevc_nvenc", "prores", "dnxhr", "ffv1")
 # Named quality presets per codec: the encoder options they stand for.
 QUALITY: dict[str, dict[str, dict[str, str]]] = {
     "h264": {"High (CRF 16)": {"crf": "16", "preset": "slow"},
@@ -20,6 +20,13 @@ QUALITY: dict[str, dict[str, dict[str, str]]] = {
     "h265": {"High (CRF 18)": {"crf": "18", "preset": "slow"},
              "Standard (CRF 20)": {"crf": "20", "preset": "medium"},
              "Small (CRF 26)": {"crf": "26", "preset": "medium"}},
+    # NVENC's cq (given as crf) for about the look of the x264/x265 rows above.
+    "h264_nvenc": {"High (CQ 17)": {"crf": "17", "preset": "p6"},
+                   "Standard (CQ 19)": {"crf": "19", "preset": "p5"},
+                   "Small (CQ 24)": {"crf": "24", "preset": "p5"}},
+    "hevc_nvenc": {"High (CQ 19)": {"crf": "19", "preset": "p6"},
+                   "Standard (CQ 21)": {"crf": "21", "preset": "p5"},
+                   "Small (CQ 27)": {"crf": "27", "preset": "p5"}},
     "prores": {"422 HQ": {"profile": "3"}, "422": {"profile": "2"}, "422 LT": {"profile": "1"},
                "Proxy": {"profile": "0"}},
     "dnxhr": {"HQX (10-bit)": {"profile": "dnxhr_hqx"}, "HQ": {"profile": "dnxhr_hq"},
@@ -46,8 +53,10 @@ class ExportDialog(QtWidgets.QDialog):
         self.ranges.setEnabled(has_ranges)
         (self.ranges if has_ranges else self.whole).setChecked(True)
         self.codec = QtWidgets.QComboBox()
+        available = available_presets()  # NVENC only where its GPU and driver are
         for name in CODECS:
-            self.codec.addItem(PRESETS[name].label, name)
+            if name in available:
+                self.codec.addItem(PRESETS[name].label, name)
         self.quality = QtWidgets.QComboBox()
         self.audio = QtWidgets.QComboBox()
         for key, label in AUDIO_MODES.items():

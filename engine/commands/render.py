@@ -5,8 +5,8 @@ import argparse
 from typing import Callable
 
 from engine.commands.progressbar import ProgressBar
-from engine.errors import RedubError
-from engine.media.codecs import PRESETS
+from engine.errors import RedubError, UsageError
+from engine.media.codecs import PRESETS, available_presets, get_preset
 from engine.media.probe import probe
 from engine.progress import ProgressFn
 from engine.render import ExportSettings, RenderResult, render
@@ -18,13 +18,27 @@ def add_export_arguments(p: argparse.ArgumentParser, output_help: str = "output 
     """Options shared by every command that writes video (``codec_default`` None: a batch
     keeps each source's codec family unless --codec is given)."""
     p.add_argument("-o", "--output", required=True, help=output_help)
-    p.add_argument("--codec", default=codec_default, choices=sorted(PRESETS),
+    # The NVENC codecs are offered only where an NVIDIA encoder opens on this machine.
+    p.add_argument("--codec", default=codec_default, choices=sorted(available_presets()),
+                   type=_codec,
                    help=f"video codec (default {codec_default}); the extension must suit it"
                    if codec_default else "video codec (default: the source's codec family)")
-    p.add_argument("--crf", help="quality for h264/h265 (lower is better; default 18/20)")
-    p.add_argument("--preset", help="x264/x265 speed preset (default medium)")
+    p.add_argument("--crf", help="constant quality for h264/h265 (lower is better; default "
+                   "18/20), NVENC's cq for h264_nvenc/hevc_nvenc (1-51, default 19/21)")
+    p.add_argument("--preset", help="x264/x265 speed preset (default medium); p1-p7 for NVENC "
+                   "(default p5)")
     p.add_argument("--audio-mode", choices=("ranges", "all"), default="ranges",
                    help="dub replaces the source audio only in the ranges, or everywhere")
+
+
+def _codec(name: str) -> str:
+    """An NVENC codec this machine cannot open is refused saying why, not as a bad choice."""
+    if name in PRESETS and PRESETS[name].hardware:
+        try:
+            get_preset(name)
+        except UsageError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return name
 
 
 def add_timeline_arguments(p: argparse.ArgumentParser) -> None:

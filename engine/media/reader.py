@@ -17,8 +17,9 @@ import numpy as np
 
 from engine.errors import RedubError
 from engine.media.cache import FrameCache
-from engine.media.container import decode_error, open_input
+from engine.media.container import decode_error
 from engine.media.frame import Frame, native_format, planes_from_av, turned_format
+from engine.media.hwdecode import as_software, open_decoding
 from engine.media.index import FrameIndex
 from engine.media.probe import MediaInfo, VideoStreamInfo, probe
 
@@ -26,7 +27,9 @@ from engine.media.probe import MediaInfo, VideoStreamInfo, probe
 class VideoReader:
     def __init__(self, path: str | os.PathLike, *, cache_bytes: int = 256 << 20,
                  stream: int | None = None, threads: int = 0,
-                 allow_truncated: bool = False) -> None:
+                 allow_truncated: bool = False, hwdecode: str | None = None) -> None:
+        """``hwdecode``: an FFmpeg device type to decode on (``"cuda"``: NVDEC), ``""`` for
+        software; None reads ``REDUB_HWDECODE`` (see ``hwdecode.py``)."""
         self.path = os.fspath(path)
         self.media: MediaInfo = probe(self.path)
         if not self.media.video:
@@ -41,6 +44,7 @@ class VideoReader:
         self.index: FrameIndex = self.info.index_data
         self.cache = FrameCache(cache_bytes)
         self._threads = threads
+        self.hwdecode = hwdecode
         self._lock = threading.Lock()
         self._cursor: _Decoder | None = None  # decoder kept open for random access
 
@@ -127,8 +131,10 @@ class _Decoder:
         self.info = reader.info
         self.start = start
         self.last = -1  # index of the last frame produced
-        self.container = open_input(reader.path)
+        self.container = open_decoding(reader.path, reader.hwdecode)
         self.stream = self.container.streams[self.info.index]
+        # Pictures from a hardware decoder (NV12, P010, ...) go into the software planes.
+        self._software = self.info.pix_fmt if self.stream.codec_context.is_hwaccel else None
         self.stream.thread_type = "AUTO"
         self.stream.codec_context.thread_count = reader._threads
         self._rot = self.info.rotation // 90
@@ -186,6 +192,8 @@ class _Decoder:
             raise decode_error(exc, self.reader.path, f"frame {self.last + 1}") from exc
 
     def _to_frame(self, av_frame: av.VideoFrame, i: int) -> Frame:
+        if self._software:
+            av_frame = as_software(av_frame, self._software)
         fmt = native_format(av_frame.format.name)
         if turned_format(fmt, self._rot) is None:
             # No format holds this chroma turned on its side (4:1:1): full chroma instead.

@@ -124,7 +124,7 @@ class VideoWriter:
         cc.color_range = like.color.range
         if like.sample_aspect_ratio and like.sample_aspect_ratio != 1:
             cc.sample_aspect_ratio = like.sample_aspect_ratio
-        if preset == "h265" and self.path.endswith((".mp4", ".mov")):
+        if preset in ("h265", "hevc_nvenc") and self.path.endswith((".mp4", ".mov")):
             cc.codec_tag = "hvc1"  # what Apple players require for HEVC
         if like.rotation:
             stream.set_display_rotation(like.rotation)
