@@ -86,7 +86,7 @@ class SyncJob:
             raise UsageError(f"a render needs exactly one dub track (the project has "
                              f"{len(project.dubs)})")
         chosen = project.ranges if ranges is None else [project.ranges[i] for i in ranges]
-        per_range = [r.settings.to_sync_settings() for r in chosen]
+        per_range = [project.sync_settings(r) for r in chosen]
         dub = project.dubs[0]
         return cls(video=project.media.path, dub=dub.media.path,
                    export=project.export.to_export_settings(output), dub_offset=dub.offset,

@@ -957,7 +957,7 @@ class MainWindow(QtWidgets.QMainWindow):
                       export=ExportSettings(output=output, codec="h264",
                                             quality=dict(RENDER_QUALITY)),
                       dub_offset=dub.offset, ranges=[(r.start, r.end)],
-                      settings=r.settings.to_sync_settings(),
+                      settings=self.project.sync_settings(r),
                       corrections=self.project.corrections.copy())
         job_id = self.bridge.submit(job)
         self.jobs.add(job_id, f"Render {self._span(r.start, r.end)}")
@@ -1241,7 +1241,7 @@ class MainWindow(QtWidgets.QMainWindow):
             dub = self.project.dubs[0]
             self.mask_editing.set_context(PreviewSpec(
                 self.project.media.path, dub.media.path, dub.offset,
-                ((shown.start, shown.end),), shown.settings.to_sync_settings()))
+                ((shown.start, shown.end),), self.project.sync_settings(shown)))
         if r is None or not has_dub:
             self.mask_editing.set_marked(None)
             return

@@ -103,9 +103,10 @@ class RangeSettings:
     audio_offset_ms: float = _DEFAULTS.audio_offset_ms
     target: Target | None = None  # the face nearest this point; None: the largest
 
-    def to_sync_settings(self) -> SyncSettings:
-        """The engine's settings."""
+    def to_sync_settings(self, train_range: tuple[float, float] | None = None) -> SyncSettings:
+        """The engine's settings (``train_range``: footage to learn from; None: the default)."""
         return SyncSettings(backend=self.backend, stabilizer=self.stabilizer,
+                            train_range=train_range,
                             restorer=self.restorer,
                             restore_strength=self.restorer_strength,
                             openness_gain=self.openness_gain,
@@ -221,6 +222,13 @@ class Project:
             raise RedubError(f"damaged project ({_short(exc)})") from None
 
     # -- media ---------------------------------------------------------------------------
+
+    def sync_settings(self, sync_range: SyncRange) -> SyncSettings:
+        """The engine's settings for one of the ranges, as the editor renders it: learning from
+        the whole clip, which the editor has analysed already (the engine's default, 30 s
+        around the range, would analyse a long clip's window a second time)."""
+        whole = (0.0, self.media.duration) if self.media.duration else None
+        return sync_range.settings.to_sync_settings(train_range=whole)
 
     def media_refs(self) -> Iterator[MediaRef]:
         """Every file the project uses: the clip, then the dubs."""

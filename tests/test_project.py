@@ -4,6 +4,7 @@ import errno
 import json
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -216,3 +217,13 @@ def test_untitled_recovery_and_save_as(tmp_path):
     assert recovery.project_path == tmp_path / "named.redub"
     assert not autosave_path(None).exists() and recovery.pending() is None
     assert Project.load(tmp_path / "named.redub") == project
+
+
+def test_the_editor_learns_from_the_whole_clip_it_has_analysed():
+    rng = SyncRange(100.0, 102.0, RangeSettings(backend="retrieval", openness_gain=1.2))
+    project = Project(MediaRef("/long.mp4", duration=600.0), ranges=[rng])
+    settings = project.sync_settings(rng)
+    assert settings.train_range == (0.0, 600.0)
+    assert settings == replace(rng.settings.to_sync_settings(), train_range=(0.0, 600.0))
+    # Not yet probed: the engine's default window.
+    assert Project(MediaRef("/new.mp4"), ranges=[rng]).sync_settings(rng).train_range is None
