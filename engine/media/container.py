@@ -20,11 +20,13 @@ def check_readable(path: str | os.PathLike) -> str:
     return path
 
 
-def open_input(path: str | os.PathLike) -> av.container.InputContainer:
-    """Open ``path`` for reading, or raise a one-line :class:`RedubError` saying why not."""
+def open_input(path: str | os.PathLike,
+               hwaccel: av.codec.hwaccel.HWAccel | None = None) -> av.container.InputContainer:
+    """Open ``path`` for reading (its video decoded on ``hwaccel``'s device, if given), or
+    raise a one-line :class:`RedubError` saying why not."""
     path = check_readable(path)
     try:
-        return av.open(path, mode="r", metadata_errors="replace")
+        return av.open(path, mode="r", metadata_errors="replace", hwaccel=hwaccel)
     except PermissionError as exc:
         raise RedubError("permission denied", path) from exc
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:

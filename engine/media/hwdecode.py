@@ -17,7 +17,8 @@ from functools import lru_cache
 import av
 from av.codec.hwaccel import HWAccel, hwdevices_available
 
-from engine.media.container import check_readable, ffmpeg_reason, open_input
+from engine.errors import RedubError
+from engine.media.container import ffmpeg_reason, open_input
 
 ENV = "REDUB_HWDECODE"
 _SOFTWARE = ("", "0", "no", "off", "none", "software")
@@ -58,10 +59,9 @@ def open_decoding(path: str | os.PathLike, device: str | None = None
     problem = device_problem(kind)
     if problem is None:
         try:
-            return av.open(check_readable(path), mode="r", metadata_errors="replace",
-                           hwaccel=_accel(kind))
-        except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-            problem = f"it could not open this file ({ffmpeg_reason(exc)})"
+            return open_input(path, hwaccel=_accel(kind))
+        except RedubError as exc:
+            problem = f"it could not open this file ({exc.problem})"
     container = open_input(path)  # a damaged file is reported as such, not as a device problem
     if kind not in _warned:
         _warned.add(kind)
