@@ -106,18 +106,19 @@ class RetrievalGenerator:
         """
         a, info = self._analysis, self._donors.info
         per_pixel = 3 * (2 if info.bit_depth > 8 else 1) + 3  # native samples and RGB view
-        boxes, budget = {}, self.cache_bytes
+        kept, wanted, budget = {}, {}, self.cache_bytes
         for k in donors[np.argsort(-uses, kind="stable")].tolist():
-            if k in self._parts:
-                boxes[k] = None
-                continue
-            box = _reach(a.landmarks[k])
-            budget -= (box[2] - box[0]) * (box[3] - box[1]) * per_pixel
+            part = self._parts.get(k)  # a re-plan keeps the parts it still uses
+            box = None if part is not None else _reach(a.landmarks[k])
+            budget -= part.nbytes if part is not None else \
+                (box[2] - box[0]) * (box[3] - box[1]) * per_pixel
             if budget < 0:
                 break
-            boxes[k] = box
-        self._parts = {k: self._parts[k] for k, box in boxes.items() if box is None}
-        wanted = {a.start + k: box for k, box in boxes.items() if box is not None}
+            if part is not None:
+                kept[k] = part
+            else:
+                wanted[a.start + k] = box
+        self._parts = kept
         if not wanted:
             return
         lo, hi = min(wanted), max(wanted) + 1

@@ -36,17 +36,17 @@ def donor_to_target(donor_transform: np.ndarray, target_transform: np.ndarray) -
     return np.column_stack([lin, inv_t[:, :2] @ donor_transform[:, 2] + inv_t[:, 2]])
 
 
-def warp_lower_face(donor: Frame | FramePart, donor_landmarks: np.ndarray, donor_transform: np.ndarray,
-                    target_landmarks: np.ndarray, target_transform: np.ndarray,
+def warp_lower_face(donor: Frame | FramePart, donor_landmarks: np.ndarray,
+                    donor_transform: np.ndarray, target_landmarks: np.ndarray,
+                    target_transform: np.ndarray,
                     box: tuple[int, int, int, int],
                     face_box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """The donor's face drawn into the target's ``box``, and its landmarks there (68, 2).
 
     ``donor`` is the donor frame, or the part of it that was kept (only the pixels the box
-    maps to are converted to RGB);
-    landmarks are in each frame's pixels. The local
-    warp fades to nothing at the edge of ``face_box`` (the whole face crop), which must hold
-    ``box``: solving it on the small box alone would fold the picture near its edges.
+    maps to are converted to RGB); landmarks are in each frame's pixels. The local warp fades
+    to nothing at the edge of ``face_box`` (the whole face crop), which must hold ``box``:
+    solving it on the small box alone would fold the picture near its edges.
     """
     x0, y0, x1, y1 = box
     a = donor_to_target(donor_transform, target_transform)
