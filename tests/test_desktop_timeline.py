@@ -22,8 +22,8 @@ from engine.media.probe import probe
 from engine.project import Project
 from engine.timeline.batch import ShotResult
 from engine.timeline.shots import Shot
-from tests.editor_window import close_window, new_window, quiet_dialogs
 from tests.media_factory import make_video, write_tone_wav
+from tests.test_editor_day import window  # noqa: F401  (shared fixture)
 
 Qt = QtCore.Qt
 RATE = 25
@@ -41,14 +41,6 @@ def media(tmp_path):
     video = make_video(tmp_path / "reel_a.mp4", frames=40)
     dub = write_tone_wav(tmp_path / "dub_fr.wav", seconds=3.0)
     return video, dub
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    quiet_dialogs(monkeypatch)
-    win = new_window(qtbot, tmp_path)
-    yield win
-    close_window(win)
 
 
 def two_shots(video: Path, dub: Path) -> list[Shot]:
