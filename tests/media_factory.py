@@ -180,8 +180,15 @@ def make_avi(path: Path, frames: int = 50, size: tuple[int, int] = (160, 96),
 
 def set_timecode(src: Path, dst: Path, timecode: str) -> Path:
     """``src`` remuxed with a start timecode (a QuickTime/MP4 'tmcd' track; FFmpeg's -timecode)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        out.metadata["timecode"] = timecode
+    return remux(src, dst, {"timecode": timecode})
+
+
+def remux(src: Path, dst: Path, metadata: dict[str, str] | None = None,
+          options: dict[str, str] | None = None) -> Path:
+    """``src``'s video and sound copied into ``dst`` (no re-encoding), with container
+    ``metadata`` and muxer ``options`` (e.g. ``movflags``)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options=options or {}) as out:
+        out.metadata.update(metadata or {})
         streams = {s.index: out.add_stream_from_template(s)
                    for s in inp.streams if s.type in ("video", "audio")}
         for packet in inp.demux([inp.streams[i] for i in streams]):

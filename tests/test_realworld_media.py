@@ -19,7 +19,7 @@ from engine.timecode import parse_range, parse_time
 from tests.conftest import shared_clip
 from tests.face_clip import write_face_clip
 from tests.media_factory import (cut_copy, decode_all, frame_number, make_avi, make_video,
-                                 retime, set_timecode, write_tone_wav)
+                                 remux, retime, set_timecode, write_tone_wav)
 
 FPS = 25
 
@@ -79,13 +79,7 @@ def test_cut_with_edit_list_is_accepted_and_exported_frame_for_frame(
 
 def test_a_really_truncated_cut_is_still_caught(tmp_path, capsys, dub, source):
     cut = cut_copy(source, tmp_path / "cut.mp4", 1.3)
-    with av.open(str(cut)) as i, av.open(str(tmp_path / "fs.mp4"), "w",
-                                           options={"movflags": "+faststart"}) as o:
-        streams = {s.index: o.add_stream_from_template(s) for s in i.streams}
-        for packet in i.demux():
-            if packet.dts is not None:
-                packet.stream = streams[packet.stream.index]
-                o.mux(packet)
+    remux(cut, tmp_path / "fs.mp4", options={"movflags": "+faststart"})
     damaged = tmp_path / "damaged.mp4"
     damaged.write_bytes((tmp_path / "fs.mp4").read_bytes()[: cut.stat().st_size * 6 // 10])
     assert probe(damaged).video[0].truncated

@@ -4,7 +4,6 @@ import io
 import os
 from fractions import Fraction
 
-import av
 import numpy as np
 import pytest
 import soundfile as sf
@@ -15,7 +14,7 @@ from engine.media.audio import read_audio
 from engine.media.probe import probe
 from engine.progress import CancelToken
 from engine.render import ExportSettings, render
-from tests.media_factory import decode_all, make_video
+from tests.media_factory import decode_all, make_video, remux
 
 
 def test_progress_and_cancel_leave_no_output(tmp_path):
@@ -57,14 +56,7 @@ def test_progress_bar_text():
 ])
 def test_trimmed_export_keeps_frames_timecode_reel_and_audio(tmp_path, rate, timecode, expected):
     plain = make_video(tmp_path / "p.mkv", frames=50, codec="ffv1", rate=rate, audio_rate=48000)
-    video = tmp_path / "v.mkv"
-    with av.open(str(plain)) as inp, av.open(str(video), "w") as out:
-        out.metadata.update({"timecode": timecode, "reel_name": "A001"})
-        streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
-        for packet in inp.demux():
-            if packet.dts is not None:
-                packet.stream = streams[packet.stream.index]
-                out.mux(packet)
+    video = remux(plain, tmp_path / "v.mkv", {"timecode": timecode, "reel_name": "A001"})
     out_path = tmp_path / "o.mkv"
     result = render(video, ExportSettings(output=str(out_path), codec="ffv1", span=(10, 40)),
                     dub=None)
