@@ -9,8 +9,8 @@ marked on the timeline, the playhead on the first mark; then several ranges on o
 the window at 1280x720 and 1440x900 (every lane in view), the timeline at its deepest zoom
 (waveforms there join the peaks' buckets rather than drawing blocks), and File > Open
 Timeline: the Shots dock of a three-shot timeline and a shot opened from it. The default clip
-and dub are the shared test media. Settings go to a temporary file, so the user's layout and
-recent files are untouched.
+and dub are the shared test media (the other clips are looked for beside the clip given).
+Settings go to a temporary file, so the user's layout and recent files are untouched.
 """
 from __future__ import annotations
 
@@ -139,7 +139,7 @@ def shortcut_sheet_shot(window, settle: Callable, shot: Callable) -> None:
     window.shortcut_sheet.close()
 
 
-def timeline_shots(window, folder: str, wait: Callable, settle: Callable,
+def timeline_shots(window, media: Path, folder: str, wait: Callable, settle: Callable,
                    shot: Callable) -> None:
     """File > Open Timeline: the Shots dock for a timeline of three shared clips with their
     dubs, then a shot opened in the editor (its range and dub placed)."""
@@ -155,10 +155,10 @@ def timeline_shots(window, folder: str, wait: Callable, settle: Callable,
     dubs = otio.schema.Track(name="Dub FR", kind=otio.schema.TrackKind.Audio)
 
     def clip(name: str, first: int, frames: int) -> otio.schema.Clip:
-        info = probe(SHARED_MEDIA / name)
+        info = probe(media / name)
         count = info.video[0].frame_count if info.video else round(info.duration * rate)
         ref = otio.schema.ExternalReference(
-            target_url=str(SHARED_MEDIA / name),
+            target_url=str(media / name),
             available_range=otio.opentime.TimeRange(otio.opentime.RationalTime(0, rate),
                                                     otio.opentime.RationalTime(count, rate)))
         return otio.schema.Clip(name=Path(name).stem, media_reference=ref,
@@ -208,6 +208,8 @@ def write_screenshots(folder: str | os.PathLike, video: str | None = None,
     from desktop.settings import Settings
     from ui.theme import apply_theme
 
+    # The other shared clips the later states use are looked for beside the clip given.
+    media = Path(video).resolve().parent if video else SHARED_MEDIA
     video = video or str(SHARED_MEDIA / "hdtf_aoc_512.mp4")
     dub = dub or str(SHARED_MEDIA / "speech_radio31_16k.wav")
     out = Path(folder)
@@ -283,13 +285,12 @@ def write_screenshots(folder: str | os.PathLike, video: str | None = None,
         dialog.close()
         assert job is not None
         mask_editing_shots(window, mid, wait, settle, shot)
-        if (SHARED_MEDIA / "talk_d12_512.mp4").exists():
-            unplaced_shots(window, str(SHARED_MEDIA / "talk_d12_512.mp4"), dub, wait, settle,
-                           shot)
+        if (media / "talk_d12_512.mp4").exists():
+            unplaced_shots(window, str(media / "talk_d12_512.mp4"), dub, wait, settle, shot)
         layout_shots(window, wait, settle, shot)
         shortcut_sheet_shot(window, settle, shot)
-        if (SHARED_MEDIA / "talk_d12_512.mp4").exists():
-            timeline_shots(window, temp.name, wait, settle, shot)
+        if (media / "talk_d12_512.mp4").exists():
+            timeline_shots(window, media, temp.name, wait, settle, shot)
     finally:
         window._set_dirty(False)
         window.close()

@@ -10,6 +10,8 @@ from pathlib import Path
 from PySide6 import QtGui, QtWidgets
 
 THEME_QSS = Path(__file__).resolve().parents[1] / "resources" / "theme.qss"
+# The application's icon: windows, the Linux desktop entry, the bundles' executables.
+APP_ICON = THEME_QSS.parent / "icons" / "redub-studio.svg"
 
 # Neutral greys, darkest first (keep in step with resources/theme.qss).
 BASE = "#161616"  # viewer surround, timeline lanes
