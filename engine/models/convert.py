@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 import urllib.error
 from pathlib import Path
 from typing import Iterable
@@ -64,11 +65,15 @@ def _convert_set(chosen: CheckpointSet, group: list[ModelEntry], folder: Path,
     ids = ", ".join(e.id for e in group)
     why = export_tools_missing()
     if why:
-        raise RedubError(f"no ONNX file of {ids} here, and converting the official "
-                         f"checkpoints needs the export extra ({why}): pip install -e "
-                         "\".[export]\", or import converted ONNX files with `redub models "
-                         "import FILE`, or set a model mirror with `redub models mirror URL`",
-                         folder / group[0].file)
+        # The bundled application carries no exporters (no torch): the conversion runs on a
+        # machine with a source checkout, and its files come in by import or a mirror.
+        where = ("this bundled application cannot convert them: run `redub models download` "
+                 "on a source checkout with the export extra" if getattr(sys, "frozen", False)
+                 else f"converting the official checkpoints needs the export extra ({why}): "
+                 "pip install -e \".[export]\"")
+        raise RedubError(f"no ONNX file of {ids} here, and {where}, or import converted ONNX "
+                         "files with `redub models import FILE`, or set a model mirror with "
+                         "`redub models mirror URL`", folder / group[0].file)
     versions = sorted({e.convert.version for e in group if e.convert.version}) or \
         [v for v in (chosen.default_version,) if v]
     fp16 = any(e.convert.fp16 for e in group)
