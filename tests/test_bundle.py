@@ -178,27 +178,27 @@ def test_bundle_desktop_screenshots_match_the_source_tree(runners, tmp_path):
 
 
 def test_bundle_downloads_a_model_on_first_use_and_runs_it(runners, wav2lip_model, tmp_path):
-    # A studio mirror serving a Wav2Lip export (random weights) with its SHA256SUMS.
+    # A studio's model mirror serving a Wav2Lip export (random weights) with its SHA256SUMS,
+    # set once; the first job that needs the model downloads it, with progress.
     model = wav2lip_model.onnx.read_bytes()
     sums = f"{sha(model)}  {len(model)}  wav2lip_96.onnx\n".encode()
+    args = [str(shared_clip(CLIP)), "--audio", str(shared_clip(DUB)), "--backend", "wav2lip",
+            "--range", "2-3", "--codec", "ffv1"]
     with ModelServer({"studio/wav2lip_96.onnx": model, "studio/SHA256SUMS": sums}) as server:
-        for runner in runners:
-            log = runner("redub", "models", "download", "wav2lip", "--mirror",
-                         server.url("studio"))
-            assert "100.0%" in log  # progress was shown
+        for runner, name in zip(runners, ("bundle", "source")):
+            runner("redub", "models", "mirror", server.url("studio"))
+            log = runner("redub", "sync", *args, "-o", str(tmp_path / f"{name}.mkv"))
+            assert "wav2lip_96" in log and "100.0%" in log, log[-2000:]
             installed = runner.home / ".local" / "share" / "redub-studio" / "models"
             assert (installed / "wav2lip_96.onnx").read_bytes() == model
+        assert [path for path, _ in server.requests].count("studio/wav2lip_96.onnx") == 2
+    assert_same_media(tmp_path / "bundle.mkv", tmp_path / "source.mkv")
+
     # MuseTalk is made from PyTorch checkpoints: the bundle has no exporters, and says where
     # the files can come from instead, before downloading anything.
     error = runners[0]("redub", "models", "download", "musetalk", status=1).strip()
     assert "\n" not in error and "this bundled application cannot convert them" in error
     assert "redub models import FILE" in error
-
-    args = [str(shared_clip(CLIP)), "--audio", str(shared_clip(DUB)), "--backend", "wav2lip",
-            "--range", "2-3", "--offline", "--codec", "ffv1"]
-    for runner, name in zip(runners, ("bundle", "source")):
-        runner("redub", "sync", *args, "-o", str(tmp_path / f"{name}.mkv"))
-    assert_same_media(tmp_path / "bundle.mkv", tmp_path / "source.mkv")
 
 
 def test_bundle_batch_reads_an_editors_timeline_on_worker_processes(runners, tmp_path):
