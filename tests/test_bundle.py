@@ -26,6 +26,7 @@ from engine.timeline import io as timeline_io
 from tests import timeline_factory as tf
 from tests.conftest import shared_clip
 from tests.model_server import ModelServer, sha
+from tests.musetalk_factory import musetalk_onnx  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
@@ -82,12 +83,13 @@ class Runner:
 
     def __init__(self, bin_dir: Path, home: Path, cwd: Path, isolated: bool = False) -> None:
         self.bin_dir, self.home, self.cwd, self.isolated = bin_dir, home, cwd, isolated
+        self.extra: dict[str, str] = {}  # what a test sets on purpose
         home.mkdir(parents=True)
 
     def env(self) -> dict[str, str]:
         # Nothing of the test's environment: no venv, no PYTHONPATH, no REDUB_* folders.
         return {"PATH": "/usr/bin:/bin", "HOME": str(self.home), "LANG": "C.UTF-8",
-                "QT_QPA_PLATFORM": "offscreen"}
+                "QT_QPA_PLATFORM": "offscreen", **self.extra}
 
     def __call__(self, program: str, *args: str, status: int = 0, timeout: float = 600) -> str:
         command = [str(self.bin_dir / program), *args]
@@ -199,6 +201,32 @@ def test_bundle_downloads_a_model_on_first_use_and_runs_it(runners, wav2lip_mode
     error = runners[0]("redub", "models", "download", "musetalk", status=1).strip()
     assert "\n" not in error and "this bundled application cannot convert them" in error
     assert "redub models import FILE" in error
+
+
+def test_bundle_runs_the_sievesync_pipeline_like_the_source_tree(runners, musetalk_onnx,
+                                                                tmp_path, monkeypatch):
+    # SieveSync on tiny random networks in the public contracts: LivePortrait, MuseTalk (its
+    # Whisper features), CodeFormer, and the dub denoised by noisereduce (scipy) on the way.
+    from engine.models.store import import_model
+    from tests.liveportrait_models import install, write_models
+    from tests.test_sievesync import _codeformer
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("REDUB_MODELS_DIR", str(models))
+    for model in ("musetalk_whisper_encoder", "musetalk_vae_encoder", "musetalk_vae_decoder",
+                  "musetalk_unet_v15"):
+        import_model(musetalk_onnx[model], model)
+    import_model(_codeformer(tmp_path / "codeformer.onnx"), "codeformer")
+    (tmp_path / "liveportrait").mkdir()
+    install(write_models(tmp_path / "liveportrait"))
+    for runner, name in zip(runners, ("bundle", "source")):
+        runner.extra["REDUB_MODELS_DIR"] = str(models)
+        runner("redub", "sync", str(shared_clip(CLIP)), "--audio", str(shared_clip(DUB)),
+               "--backend", "sievesync", "--range", "3-4", "--offline", "--codec", "ffv1",
+               "-o", str(tmp_path / f"{name}.mkv"))
+    assert_same_media(tmp_path / "bundle.mkv", tmp_path / "source.mkv")
+    source = decoded(shared_clip(CLIP))[0]
+    assert not np.array_equal(decoded(tmp_path / "bundle.mkv")[0][90], source[90])  # it edited
 
 
 def test_bundle_batch_reads_an_editors_timeline_on_worker_processes(runners, tmp_path):
