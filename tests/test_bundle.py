@@ -27,6 +27,7 @@ from tests import timeline_factory as tf
 from tests.conftest import shared_clip
 from tests.model_server import ModelServer, sha
 from tests.musetalk_factory import musetalk_onnx  # noqa: F401
+from tests.sievesync_models import install_models
 
 pytestmark = pytest.mark.slow
 
@@ -207,18 +208,9 @@ def test_bundle_runs_the_sievesync_pipeline_like_the_source_tree(runners, museta
                                                                 tmp_path, monkeypatch):
     # SieveSync on tiny random networks in the public contracts: LivePortrait, MuseTalk (its
     # Whisper features), CodeFormer, and the dub denoised by noisereduce (scipy) on the way.
-    from engine.models.store import import_model
-    from tests.liveportrait_models import install, write_models
-    from tests.test_sievesync import _codeformer
-
     models = tmp_path / "models"
     monkeypatch.setenv("REDUB_MODELS_DIR", str(models))
-    for model in ("musetalk_whisper_encoder", "musetalk_vae_encoder", "musetalk_vae_decoder",
-                  "musetalk_unet_v15"):
-        import_model(musetalk_onnx[model], model)
-    import_model(_codeformer(tmp_path / "codeformer.onnx"), "codeformer")
-    (tmp_path / "liveportrait").mkdir()
-    install(write_models(tmp_path / "liveportrait"))
+    install_models(musetalk_onnx, tmp_path)
     for runner, name in zip(runners, ("bundle", "source")):
         runner.extra["REDUB_MODELS_DIR"] = str(models)
         runner("redub", "sync", str(shared_clip(CLIP)), "--audio", str(shared_clip(DUB)),

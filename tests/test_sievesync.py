@@ -22,11 +22,11 @@ from engine.lipsync.musetalk import MuseTalkGenerator
 from engine.lipsync.sievesync import SieveSyncGenerator, restore_strength
 from engine.media.audio import read_audio
 from engine.media.reader import VideoReader
-from engine.models.store import import_model
 from tests.conftest import shared_clip
 from tests.generator_harness import edited_frames_change_only_in_mask
 from tests.face_clip import SIZE, write_face_clip
 from tests.musetalk_factory import musetalk_onnx  # noqa: F401
+from tests.sievesync_models import install_models
 
 
 # -- the quad ----------------------------------------------------------------------------------
@@ -205,38 +205,10 @@ def test_denoise_gates_the_noise_and_keeps_the_speech():
 
 # -- end to end --------------------------------------------------------------------------------
 
-def _codeformer(path):
-    """CodeFormer's contract: ``input`` (1,3,512,512), ``weight`` (1,) float64 ->
-    input x weight x 0.8 (the fidelity reaches it; a visible change)."""
-    onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto as T, helper as h
-
-    image = [1, 3, 512, 512]
-    graph = h.make_graph(
-        [h.make_node("Cast", ["weight"], ["w"], to=T.FLOAT),
-         h.make_node("Mul", ["input", "w"], ["weighted"]),
-         h.make_node("Mul", ["weighted", "gain"], ["output"])], "codeformer",
-        [h.make_tensor_value_info("input", T.FLOAT, image),
-         h.make_tensor_value_info("weight", T.DOUBLE, [1])],
-        [h.make_tensor_value_info("output", T.FLOAT, image)],
-        [h.make_tensor("gain", T.FLOAT, [], [0.8])])
-    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, path)
-    return path
-
-
 def test_sync_with_sievesync_changes_only_masked_pixels(musetalk_onnx, clip, tmp_path,
                                                         monkeypatch):
-    from tests.liveportrait_models import install, write_models
-
     monkeypatch.setenv("REDUB_MODELS_DIR", str(tmp_path / "models"))
-    for model in ("musetalk_whisper_encoder", "musetalk_vae_encoder", "musetalk_vae_decoder",
-                  "musetalk_unet_v15"):
-        import_model(musetalk_onnx[model], model)
-    import_model(_codeformer(tmp_path / "codeformer.onnx"), "codeformer")
-    (tmp_path / "liveportrait").mkdir()
-    install(write_models(tmp_path / "liveportrait"))
+    install_models(musetalk_onnx, tmp_path)
     # A noisy dub: the generator hears it denoised, the export sounds as delivered.
     speech, noisy = _noisy(shared_clip("speech_radio31_16k.wav"))
     dub = tmp_path / "noisy.wav"
