@@ -16,6 +16,7 @@ import subprocess
 import sys
 from functools import cache
 from pathlib import Path
+from typing import Iterator
 
 import av
 import cv2
@@ -41,7 +42,7 @@ VARYING_TEXT = {"2-clip-loaded", "3-rendering-preview", "5-export-dialog", "14-t
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
+def bundle(tmp_path_factory) -> Iterator[Path]:
     shared_clip(CLIP)  # skips where the shared media are absent
     dist = tmp_path_factory.mktemp("dist")
     build = subprocess.run(["bash", str(ROOT / "installer" / "build.sh"), "--dist", str(dist)],
@@ -50,7 +51,8 @@ def bundle(tmp_path_factory) -> Path:
     moved = tmp_path_factory.mktemp("apps") / "Redub Studio"
     shutil.copytree(dist / "redub-studio", moved, symlinks=True)
     shutil.rmtree(dist)
-    return moved
+    yield moved
+    shutil.rmtree(moved)  # 750 MB: not left for pytest's kept temporary folders
 
 
 def python_folders() -> list[str]:
