@@ -64,6 +64,15 @@ def timed(command: list[str], env: dict[str, str], marker: str | None = None) ->
     return ready if marker else ended
 
 
+def cold_and_warm(command: list[str], env: dict[str, str], runs: int,
+                  marker: str | None = None) -> str:
+    """Seconds of one run after the page cache is dropped (where permitted) and the median of
+    ``runs`` more, as ``cold S  warm S``."""
+    cold = f"cold {timed(command, env, marker):5.2f}  " if drop_caches() else ""
+    warm = statistics.median(timed(command, env, marker) for _ in range(runs))
+    return f"{cold}warm {warm:5.2f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", type=Path, default=ROOT / "dist" / "cpu" / "redub-studio")
@@ -88,16 +97,9 @@ def main() -> int:
         for label, (studio, cli) in runs.items():
             if not studio.exists():
                 continue
-            window = [str(studio), "--startup-check"]
-            first = timed(window, env, "ready") if drop_caches() else None
-            warm = statistics.median(timed(window, env, "ready") for _ in range(args.runs))
-            cli_first = timed([str(cli), "--help"], env) if drop_caches() else None
-            cli_warm = statistics.median(timed([str(cli), "--help"], env)
-                                         for _ in range(args.runs))
-            cold_text = (f"cold {first:5.2f}  " if first is not None else "")
-            cli_cold = (f"cold {cli_first:5.2f}  " if cli_first is not None else "")
-            print(f"  {label:22s} window: {cold_text}warm {warm:5.2f}   "
-                  f"redub --help: {cli_cold}warm {cli_warm:5.2f}")
+            window = cold_and_warm([str(studio), "--startup-check"], env, args.runs, "ready")
+            command = cold_and_warm([str(cli), "--help"], env, args.runs)
+            print(f"  {label:22s} window: {window}   redub --help: {command}")
     return 0
 
 

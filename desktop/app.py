@@ -3,7 +3,7 @@
 ``redub-studio [VIDEO] [--audio DUB]`` opens the editor (see :mod:`desktop.main_window`);
 ``redub-studio --screenshots DIR [VIDEO] [--audio DUB]`` writes PNGs of the main states
 offscreen and exits; ``redub-studio --startup-check`` opens the window, prints ``ready`` once
-it is up and taking input, and quits (an install's smoke test; ``bench/startup.py`` times it).
+it is up and taking input, and quits (an install's smoke test; ``bench/bundle.py`` times it).
 """
 from __future__ import annotations
 

@@ -1,14 +1,14 @@
 """Write the hash-locked requirement sets that ``scripts/setup.sh`` installs.
 
 One lock per set (base, dev, export, gpu, cluster, bundle, bundle-gpu), resolved from
-``pyproject.toml``'s compatible ranges
-to the newest releases that fit them and ``requirements/constraints.txt`` (with ``--upgrade``;
-without it, the releases already locked stay and only new requirements are resolved). The ``gpu`` set is
-the base with onnxruntime-gpu in place of onnxruntime (both ship the same module); the bundle sets
-are the runtime sets (base, gpu) with the bundler, so an application bundle holds exactly the
-locked runtime (``installer/build.sh``). pip and
-setuptools are locked too: the package is installed without build isolation, so nothing the
-lock does not name is downloaded. Run by ``scripts/refresh-lock.sh``.
+``pyproject.toml``'s compatible ranges to the newest releases that fit them and
+``requirements/constraints.txt`` (with ``--upgrade``; without it, the releases already locked
+stay and only new requirements are resolved). The ``gpu`` set is the base with onnxruntime-gpu
+in place of onnxruntime (both ship the same module); the bundle sets are the runtime sets
+(base, gpu) with the bundler, so an application bundle holds exactly the locked runtime
+(``installer/build.sh``). pip and setuptools are locked too: the package is installed without
+build isolation, so nothing the lock does not name is downloaded. Run by
+``scripts/refresh-lock.sh``.
 """
 from __future__ import annotations
 

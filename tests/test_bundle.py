@@ -26,6 +26,7 @@ import pytest
 from engine.timeline import io as timeline_io
 from tests import timeline_factory as tf
 from tests.conftest import shared_clip
+from tests.media_factory import decode_all
 from tests.model_server import ModelServer, sha
 from tests.musetalk_factory import musetalk_onnx  # noqa: F401
 from tests.sievesync_models import install_models
@@ -111,8 +112,7 @@ def runners(bundle, tmp_path) -> tuple[Runner, Runner]:
 
 def decoded(path: Path) -> tuple[list[np.ndarray], np.ndarray]:
     """Every video frame's native planes and all audio samples of a file."""
-    with av.open(str(path)) as container:
-        frames = [np.ascontiguousarray(f.to_ndarray()) for f in container.decode(video=0)]
+    frames = [np.ascontiguousarray(f.to_ndarray()) for f in decode_all(path)]
     with av.open(str(path)) as container:
         audio = [f.to_ndarray() for f in container.decode(audio=0)] if container.streams.audio \
             else []
