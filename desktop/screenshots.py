@@ -104,6 +104,15 @@ def unplaced_shots(window, video: str, dub: str, wait: Callable, settle: Callabl
     shot("9-unplaced-frames-timeline", timeline)
 
 
+def result_in_hand(window, index: int) -> bool:
+    """Whether the viewer shows frame ``index``'s result for good: a preview, or the finished
+    render's frame decoded (it comes in the background; nothing to wait for where no finished
+    render covers the frame), and no other picture still on its way."""
+    t = float(window.clip.times[index])
+    return (window.renders.result_file(index, t) is None or window.renders.result_at == index) \
+        and not window.tasks.pending
+
+
 def layout_shots(window, wait: Callable, settle: Callable, shot: Callable) -> None:
     """Several ranges on the timeline, the window at the sizes editors work at, and the
     timeline at its deepest zoom."""
@@ -116,7 +125,8 @@ def layout_shots(window, wait: Callable, settle: Callable, shot: Callable) -> No
     window.select_range(0)
     window.statusBar().clearMessage()
     window.playback.seek(duration * 0.5)
-    wait(lambda: window.frame_index == window.clip.index_at(duration * 0.5))
+    middle = window.clip.index_at(duration * 0.5)
+    wait(lambda: window.frame_index == middle and result_in_hand(window, middle))
     window.timeline.fit_view()
     settle(0.5)
     shot("10-several-ranges")
@@ -274,7 +284,7 @@ def write_screenshots(folder: str | os.PathLike, video: str | None = None,
         window.viewer.set_overlay_visible("box", False)  # nothing over the mouth compared
         window.viewer.set_overlay_visible("mask", False)
         window.viewer.set_wipe(0.5)
-        wait(lambda: window.renders.result_at == mid or mid in window.renders.previews)
+        wait(lambda: result_in_hand(window, mid))
         settle(0.5)
         shot("4-split-compare")
         dialog = ExportDialog(window.project.export, os.path.join(temp.name, "clip_redub.mp4"),
