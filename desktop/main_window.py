@@ -1017,7 +1017,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self.clip is None or index >= len(self.clip.times) \
                 or not self.renders.wants_preview(job_id, float(self.clip.times[index])):
             return
-        self.renders.add_preview(index, _rgb(image))
+        self.renders.add_preview(job_id, index, _rgb(image))
         if index == self.frame_index:
             self._show()  # the frame the editor is on, as it renders; the playhead stays put
 

@@ -6,10 +6,11 @@ made with, and is "rendered" while they still match the project (undo brings a r
 mouth (the face could not be placed) are known from the moment its session is prepared, the
 newest render's over its range.
 
-Pictures, for the frame the editor shows: a running render's previews, the exact frames the
-bridge sends for the frame the editor is parked on (the render file's copy is encoded), and the
-render file's frame decoded by the window. Plain data: the window converts the bridge's images
-and decodes files on its thread pool.
+Pictures, for the frame the editor shows: a running render's previews (dropped when it ends, so
+a finished render's frames read the same way, from its file), the exact frames the bridge sends
+for the frame the editor is parked on (the render file's copy is encoded), and the render file's
+frame decoded by the window. Plain data: the window converts the bridge's images and decodes
+files on its thread pool.
 """
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ class Renders:
 
     def __init__(self) -> None:
         self._renders: list[Render] = []
-        self.previews: dict[int, np.ndarray] = {}  # frame index -> newest render preview
+        # frame index -> (running render's job, its newest preview of the frame)
+        self.previews: dict[int, tuple[int, np.ndarray]] = {}
         # frame index -> (render job, its exact picture)
         self.exact: dict[int, tuple[int, np.ndarray]] = {}
         self.result_at: int | None = None  # frame index of the last decoded result
@@ -78,21 +80,28 @@ class Renders:
         return [r.job for r in self._renders if r.running]
 
     def finish(self, job_id: int) -> bool:
-        """Mark job ``job_id``'s render done (False: not a render); the decoded result is
-        forgotten, as the new file may cover its frame."""
+        """Mark job ``job_id``'s render done (False: not a render). Its previews and the
+        decoded result are forgotten: the new file shows its frames from now on, so every
+        frame reads the same (encoded) way, but for the exact ones the editor parked on."""
         render = self.of(job_id)
         if render is None:
             return False
         render.running, render.done = False, True
+        self._forget_previews(job_id)
         self.result_at = None
         return True
 
     def drop(self, job_id: int) -> bool:
-        """Forget job ``job_id``'s render (it failed or was cancelled); False: not a render."""
+        """Forget job ``job_id``'s render and its previews (it failed or was cancelled: no file
+        holds those pictures); False: not a render."""
         render = self.of(job_id)
         if render is not None:
             self._renders.remove(render)
+            self._forget_previews(job_id)
         return render is not None
+
+    def _forget_previews(self, job_id: int) -> None:
+        self.previews = {i: p for i, p in self.previews.items() if p[0] != job_id}
 
     def add_unplaced(self, job_id: int, spans: Sequence[Sequence[int]]) -> bool:
         """Record runs of frames job ``job_id``'s render leaves with their own mouth."""
@@ -107,8 +116,8 @@ class Renders:
         render = self.of(job_id)
         return render is not None and render.start - 1e-6 <= t < render.end - 1e-6
 
-    def add_preview(self, index: int, rgb: np.ndarray) -> None:
-        self.previews[index] = rgb
+    def add_preview(self, job_id: int, index: int, rgb: np.ndarray) -> None:
+        self.previews[index] = (job_id, rgb)
         while len(self.previews) > PREVIEWS:
             del self.previews[next(iter(self.previews))]
 
@@ -141,7 +150,7 @@ class Renders:
         of the newest render covering it, then the render file's decoded frame."""
         result = edited
         if result is None:
-            result = self.previews.get(index)
+            result = self.previews[index][1] if index in self.previews else None
         exact = self.exact.get(index)
         if result is None and exact is not None \
                 and exact[0] == self.newest_job(float(times[index])):

@@ -243,7 +243,8 @@ def write_screenshots(folder: str | os.PathLike, video: str | None = None,
             time.sleep(0.005)
 
     def settle(seconds: float = 0.3) -> None:
-        end = time.monotonic() + seconds  # thumbnails and repaints land
+        wait(window.timeline.thumbnails_ready)  # a loaded machine decodes them late
+        end = time.monotonic() + seconds  # repaints land
         while time.monotonic() < end:
             app.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
 
@@ -270,6 +271,7 @@ def write_screenshots(folder: str | os.PathLike, video: str | None = None,
         wait(lambda: window.frame_index == clip.index_at(end - 1 / clip.fps))
         window.mark_out()
         window.playback.seek((start + end) / 2)
+        wait(lambda: window.analysis is not None, 300)  # its face box and mask drawn
         settle(1.0)
         shot("2-clip-loaded")
         job = window.render_range()

@@ -42,7 +42,7 @@ def test_the_picture_prefers_the_edit_then_the_preview_then_the_exact_then_the_f
     assert exact and result[0, 0, 0] == 3
     assert renders.wants_preview(2, float(TIMES[30])) and not renders.wants_preview(2, 2.0)
     assert not renders.wants_preview(7, float(TIMES[30]))  # an export's frame
-    renders.add_preview(30, pic(2))
+    renders.add_preview(2, 30, pic(2))
     assert renders.picture(30, TIMES)[0][0, 0, 0] == 2
     assert renders.picture(30, TIMES, edited=pic(1))[0][0, 0, 0] == 1
     assert renders.picture(60, TIMES) == (None, True)
@@ -57,15 +57,16 @@ def test_the_file_is_decoded_only_where_a_finished_render_covers_the_frame():
     assert renders.result_at is None  # the new file may cover the frame
     assert renders.result_file(30, float(TIMES[30])) == "/cache/r1.mp4"
     assert renders.result_file(60, float(TIMES[60])) is None
-    renders.add_preview(30, pic(2))
-    assert renders.result_file(30, float(TIMES[30])) is None  # the preview shows it
+    renders.add(render(2))
+    renders.add_preview(2, 30, pic(2))
+    assert renders.result_file(30, float(TIMES[30])) is None  # the newer preview shows it
 
 
 def test_pictures_are_capped_and_cleared():
     renders = Renders()
     renders.add(render(1))
     for i in range(PREVIEWS + 5):
-        renders.add_preview(i, pic(0))
+        renders.add_preview(1, i, pic(0))
         renders.add_exact(1, i, pic(0))
     assert list(renders.previews) == list(range(5, PREVIEWS + 5))  # the oldest go first
     assert list(renders.exact) == list(range(PREVIEWS + 5 - EXACT, PREVIEWS + 5))
@@ -84,3 +85,16 @@ def test_newer_renders_replace_older_unplaced_runs_over_their_range():
     renders.add_unplaced(2, [[30, 31]])
     assert renders.unplaced_spans(lambda t: int(t * 25 + 1e-9), 25.0) == [
         (10, 24), (30, 31), (35, 40)]
+
+
+def test_a_render_that_ends_takes_its_previews_with_it():
+    renders = Renders()
+    for job in (1, 2, 3):
+        renders.add(render(job))
+        renders.add_preview(job, 30 + job, pic(job))
+    renders.add_exact(1, 40, pic(9))  # the frame the editor parked on stays exact
+    renders.finish(1)  # its frames come from its file from now on, every one alike
+    renders.drop(2)  # cancelled: no file holds its pictures
+    assert list(renders.previews) == [33] and list(renders.exact) == [40]
+    assert renders.picture(31, TIMES) == (None, True)
+    assert renders.picture(32, TIMES) == (None, True)

@@ -102,12 +102,8 @@ def test_timeline_with_a_clip_and_dub(qtbot, themed):
     tl.set_range_states([(2.0, 4.0, "rendered"), (4.0, 5.2, "rendering"), (5.2, 7.5, "stale")])
     tl.set_unplaced([(75, 80), (150, 150), (200, 211)])  # frames keeping their own mouth
     tl.set_playhead(3.3)
-    qtbot.waitUntil(lambda: all((k, exact) in tl._thumbs for n, frames, exact in
-                                [tl._thumb_slots(*tl.visible_range())] for k in frames),
-                    timeout=15000)
+    qtbot.waitUntil(tl.thumbnails_ready, timeout=15000)
     save(tl, "timeline")
     tl.set_view(3.0, 4.6)
-    t0, t1 = tl.visible_range()
-    qtbot.waitUntil(lambda: all((k, exact) in tl._thumbs for n, frames, exact in
-                                [tl._thumb_slots(t0, t1)] for k in frames), timeout=15000)
+    qtbot.waitUntil(tl.thumbnails_ready, timeout=15000)
     save(tl, "timeline_zoomed")

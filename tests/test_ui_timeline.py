@@ -230,8 +230,7 @@ def test_thumbnails_load_off_the_ui_thread_for_the_visible_span(qtbot, tmp_path,
     asked.clear()
     tl.set_view(3.0, 3.8)
     t0, t1 = tl.visible_range()
-    qtbot.waitUntil(lambda: bool(asked) and all(
-        (k, True) in tl._thumbs for k in tl._thumb_slots(t0, t1)[1]), timeout=10000)
+    qtbot.waitUntil(lambda: bool(asked) and tl.thumbnails_ready(), timeout=10000)
     times = [t for batch, exact in asked for t in batch]
     assert all(exact for _, exact in asked)
     margin = (t1 - t0) / 2

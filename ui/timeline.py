@@ -996,6 +996,16 @@ class Timeline(QtWidgets.QWidget):
         gop = count / max(len(info.index_data.key_pts), 1) if info is not None else 1
         return n, frames, n * 4 <= gop
 
+    def thumbnails_ready(self) -> bool:
+        """Whether every slot in view holds its own picture (True without a clip to show):
+        what screenshots and tests wait for."""
+        if self._thumb_path is None:
+            return True
+        if self._info is None:
+            return False
+        _, visible, exact = self._thumb_slots(*self._view)
+        return all((k, exact) in self._thumbs for k in visible)
+
     def _request_thumbs(self) -> None:
         if self._thumb_path is None or self._duration <= 0:
             return
