@@ -13,8 +13,9 @@ import pytest
 
 from engine.errors import Cancelled, RedubError, UsageError
 from engine.progress import CancelToken
-from engine.timeline.executors import (CANCEL_GRACE, MAX_RETRIES, LocalExecutor, Resources,
-                                       Task, create_executor)
+from engine.timeline.executors import (CANCEL_GRACE, MAX_RETRIES, Resources, Task,
+                                       create_executor)
+from engine.timeline.local_executor import LocalExecutor
 from tests import executor_tasks as tasks
 from tests.ray_cluster import (TaskKiller, free_port, local_ray,  # noqa: F401 - fixtures
                                ray_client, ray_cluster)
