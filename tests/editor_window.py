@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import pytest
 from PySide6 import QtCore, QtWidgets
 
 from desktop.main_window import MainWindow
@@ -38,6 +39,15 @@ def close_window(win: MainWindow) -> None:
     win._set_dirty(False)
     win.close()
     win.bridge.shutdown()
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    """A shown main window whose dialogs answer themselves; closed after the test."""
+    quiet_dialogs(monkeypatch)
+    win = new_window(qtbot, tmp_path)
+    yield win
+    close_window(win)
 
 
 def stub_engine(win: MainWindow, monkeypatch) -> list[int]:

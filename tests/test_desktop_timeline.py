@@ -22,8 +22,8 @@ from engine.media.probe import probe
 from engine.project import Project
 from engine.timeline.batch import ShotResult
 from engine.timeline.shots import Shot
+from tests.editor_window import window  # noqa: F401 (fixture)
 from tests.media_factory import make_video, write_tone_wav
-from tests.test_editor_day import window  # noqa: F401  (shared fixture)
 
 Qt = QtCore.Qt
 RATE = 25

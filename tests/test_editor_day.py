@@ -6,20 +6,12 @@ import numpy as np
 import pytest
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from tests.editor_window import (close_window, go_to_frame, mark, new_window, open_clip,
-                                 quiet_dialogs, stub_engine)
+from tests.editor_window import go_to_frame, mark, open_clip, stub_engine
+from tests.editor_window import window  # noqa: F401 (fixture)
 from tests.media_factory import make_video, write_tone_wav
 
 Qt = QtCore.Qt
 CTRL, SHIFT = Qt.KeyboardModifier.ControlModifier, Qt.KeyboardModifier.ShiftModifier
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    quiet_dialogs(monkeypatch)
-    win = new_window(qtbot, tmp_path)
-    yield win
-    close_window(win)
 
 
 @pytest.fixture
