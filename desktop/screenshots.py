@@ -297,11 +297,12 @@ def write_screenshots(folder: str | os.PathLike, video: str | None = None,
         dialog.close()
         assert job is not None
         mask_editing_shots(window, mid, wait, settle, shot)
-        if (media / "talk_d12_512.mp4").exists():
-            unplaced_shots(window, str(media / "talk_d12_512.mp4"), dub, wait, settle, shot)
+        swings = media / "talk_d12_512.mp4"  # the other states' clip
+        if swings.exists():
+            unplaced_shots(window, str(swings), dub, wait, settle, shot)
         layout_shots(window, wait, settle, shot)
         shortcut_sheet_shot(window, settle, shot)
-        if (media / "talk_d12_512.mp4").exists():
+        if swings.exists():
             timeline_shots(window, media, temp.name, wait, settle, shot)
     finally:
         window._set_dirty(False)

@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv" / "bin"
 CLIP, DUB = "hdtf_aoc_512.mp4", "speech_radio31_16k.wav"
-# Screenshots whose text changes from run to run of the same program: the analysis rate and
+# Screenshots whose text changes from run to run of the same program: the render's rate and
 # time left (3), and temporary folders' names (5, 14-16).
 VARYING_TEXT = {"3-rendering-preview", "5-export-dialog", "14-timeline-shots",
                 "15-timeline-shots-dock", "16-timeline-shot-opened"}
